@@ -1,0 +1,36 @@
+# The two commands a new machine needs: `make demo` and `make test`. Both install first.
+# uv manages the environment (.venv); the CPU build of vLLM is the default here.
+# On a GPU machine: `make install EXTRA=gpu`.
+SHELL := /bin/bash
+EXTRA ?= cpu
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+RUN := $(UV) run --frozen --no-sync --extra $(EXTRA)
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-unit lint clean help
+
+help:
+	@echo "make demo   - install, start vLLM (CPU) on the tiny model, send image requests, stop"
+	@echo "make test   - install, then unit + end-to-end tests against a real vLLM CPU server"
+	@echo "make install [EXTRA=cpu|gpu] - create .venv (idempotent)"
+
+install: .venv/.installed-$(EXTRA)
+
+.venv/.installed-$(EXTRA): pyproject.toml uv.lock clients/pyproject.toml
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
+		python3 -m pip install --quiet uv
+	$(UV) sync --frozen --extra $(EXTRA) --group dev
+	@rm -f .venv/.installed-*
+	@touch $@
+
+demo: install
+	$(RUN) qvl demo
+
+test: install
+	$(RUN) pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(RUN) pytest -m "not e2e" $(PYTEST_ARGS)
+
+clean:
+	rm -rf .venv .models .runs .pytest_cache

@@ -1,0 +1,138 @@
+"""What to serve and how: one settings object, one function that turns it into vLLM arguments.
+
+`ServeSettings` is the only input of `build_vllm_args` and `build_vllm_env`; the CLI, the
+planner, profiles and the Kubernetes renderer all produce a `ServeSettings` and call these two
+functions, so a flag is spelled in exactly one place.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Dtype = Literal["auto", "half", "float16", "bfloat16", "float", "float32"]
+
+
+class ServeSettings(BaseModel):
+    """Settings of one vLLM OpenAI-compatible server."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="model directory or hub id")
+    served_model_name: str | None = Field(None, description="name clients send as `model`")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    dtype: Dtype = "auto"
+    max_model_len: int | None = Field(None, ge=16)
+    max_images: int = Field(4, ge=0, description="images allowed per request")
+    max_videos: int = Field(0, ge=0, description="videos allowed per request")
+    max_pixels: int | None = Field(
+        None, ge=1024, description="pixel budget per image (images are downscaled to fit)")
+    api_key: str | None = Field(None, description="passed to vLLM via VLLM_API_KEY, never argv")
+    shutdown_timeout: int = Field(30, ge=0, description="seconds vLLM drains on SIGTERM")
+    # engine sizing (filled in by the planner; None leaves vLLM's default)
+    tensor_parallel_size: int = Field(1, ge=1)
+    pipeline_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
+    max_num_seqs: int | None = Field(None, ge=1)
+    max_num_batched_tokens: int | None = Field(None, ge=1)
+    quantization: str | None = None
+    kv_cache_dtype: str | None = None
+    enable_prefix_caching: bool | None = None
+    enable_chunked_prefill: bool | None = None
+    mm_processor_kwargs: dict | None = None
+    mm_encoder_tp_mode: Literal["weights", "data"] | None = None
+    mm_encoder_attn_backend: str | None = None
+    load_format: str | None = None
+    distributed_executor_backend: Literal["mp", "ray"] | None = None
+    extra_args: list[str] = Field(default_factory=list, description="passed to vLLM verbatim")
+    # process environment
+    cpu_kv_cache_gib: int | None = Field(
+        None, ge=1, description="VLLM_CPU_KVCACHE_SPACE (whole GiB) for vLLM's CPU build")
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("model")
+    @classmethod
+    def _model_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("model must be a directory or a hub id")
+        return v
+
+    @property
+    def name(self) -> str:
+        """The model name clients send."""
+        return self.served_model_name or self.model
+
+    @property
+    def base_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}/v1"
+
+    def model_is_local_path(self) -> bool:
+        """True when `model` names a local directory (absolute, relative or existing path)."""
+        m = self.model
+        if m.startswith(("/", "./", "../", "~")) or Path(m).exists():
+            return True
+        # hub ids are "org/name" with exactly one slash
+        return m.count("/") != 1
+
+
+def build_vllm_args(s: ServeSettings) -> list[str]:
+    """The argument list for `python -m vllm.entrypoints.openai.api_server` (= `vllm serve`)."""
+    args = ["--model", s.model, "--host", s.host, "--port", str(s.port)]
+    if s.served_model_name:
+        args += ["--served-model-name", s.served_model_name]
+    args += ["--dtype", s.dtype]
+    if s.max_model_len:
+        args += ["--max-model-len", str(s.max_model_len)]
+    args += ["--limit-mm-per-prompt",
+             json.dumps({"image": s.max_images, "video": s.max_videos}, separators=(",", ":"))]
+    args += ["--shutdown-timeout", str(s.shutdown_timeout)]
+    if s.tensor_parallel_size > 1:
+        args += ["--tensor-parallel-size", str(s.tensor_parallel_size)]
+    if s.pipeline_parallel_size > 1:
+        args += ["--pipeline-parallel-size", str(s.pipeline_parallel_size)]
+    if s.distributed_executor_backend:
+        args += ["--distributed-executor-backend", s.distributed_executor_backend]
+    if s.gpu_memory_utilization is not None:
+        args += ["--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}"]
+    if s.max_num_seqs is not None:
+        args += ["--max-num-seqs", str(s.max_num_seqs)]
+    if s.max_num_batched_tokens is not None:
+        args += ["--max-num-batched-tokens", str(s.max_num_batched_tokens)]
+    if s.quantization:
+        args += ["--quantization", s.quantization]
+    if s.kv_cache_dtype:
+        args += ["--kv-cache-dtype", s.kv_cache_dtype]
+    if s.enable_prefix_caching is not None:
+        args.append("--enable-prefix-caching" if s.enable_prefix_caching
+                    else "--no-enable-prefix-caching")
+    if s.enable_chunked_prefill is not None:
+        args.append("--enable-chunked-prefill" if s.enable_chunked_prefill
+                    else "--no-enable-chunked-prefill")
+    mm_kwargs = dict(s.mm_processor_kwargs or {})
+    if s.max_pixels:
+        mm_kwargs["max_pixels"] = s.max_pixels
+    if mm_kwargs:
+        args += ["--mm-processor-kwargs", json.dumps(mm_kwargs, separators=(",", ":"), sort_keys=True)]
+    if s.mm_encoder_tp_mode:
+        args += ["--mm-encoder-tp-mode", s.mm_encoder_tp_mode]
+    if s.mm_encoder_attn_backend:
+        args += ["--mm-encoder-attn-backend", s.mm_encoder_attn_backend]
+    if s.load_format:
+        args += ["--load-format", s.load_format]
+    return args + list(s.extra_args)
+
+
+def build_vllm_env(s: ServeSettings) -> dict[str, str]:
+    """Environment variables the vLLM process needs on top of the caller's environment."""
+    env = {"HF_HUB_OFFLINE": "1"} if s.model_is_local_path() else {}
+    if s.api_key:
+        env["VLLM_API_KEY"] = s.api_key
+    if s.cpu_kv_cache_gib is not None:
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(s.cpu_kv_cache_gib)
+    env.update(s.env)
+    return env
