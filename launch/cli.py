@@ -18,18 +18,21 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                     "restart it if its engine dies, drain it on SIGINT/SIGTERM. Arguments after "
                     "`--` go to vLLM unchanged.")
     p.add_argument("--model", help="model directory or hub id")
+    p.add_argument("--profile", help="a named profile (see `qvl profiles`) or a YAML file; "
+                                     "other flags override it")
     p.add_argument("--served-model-name", help="the name clients send (default: --model)")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 for all)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--dtype", default="auto", help="auto, half, bfloat16, float32")
+    p.add_argument("--host", help="bind address (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, help="default 8000")
+    p.add_argument("--dtype", help="auto (default), half, bfloat16, float32")
     p.add_argument("--max-model-len", type=int)
-    p.add_argument("--max-images", type=int, default=4, help="images per request")
-    p.add_argument("--max-videos", type=int, default=0, help="videos per request")
+    p.add_argument("--max-images", type=int, help="images per request (default 4)")
+    p.add_argument("--max-videos", type=int, help="videos per request (default 0)")
     p.add_argument("--max-pixels", type=int, help="pixel budget per image")
     p.add_argument("--api-key", default=os.environ.get("QVL_API_KEY"),
                    help="require this bearer token (default: $QVL_API_KEY)")
-    p.add_argument("--shutdown-timeout", type=int, default=30,
-                   help="seconds in-flight requests may take to finish on SIGTERM")
+    p.add_argument("--tensor-parallel-size", type=int, help="GPUs per replica")
+    p.add_argument("--shutdown-timeout", type=int,
+                   help="seconds in-flight requests may take to finish on SIGTERM (default 30)")
     p.add_argument("--cpu-kv-cache-gib", type=int,
                    help="KV cache size for vLLM's CPU build (VLLM_CPU_KVCACHE_SPACE)")
     p.add_argument("--max-restarts", type=int, default=3,
@@ -47,19 +50,31 @@ def _run_serve(args: argparse.Namespace) -> int:
     from launch.supervisor import RestartPolicy, Supervisor
     from serving.settings import ServeSettings
 
-    if not args.model:
-        print("qvl serve: error: --model is required", file=sys.stderr)
+    from serving.profiles import load_profile
+
+    if not args.model and not args.profile:
+        print("qvl serve: error: pass --model DIR_OR_HUB_ID or --profile NAME", file=sys.stderr)
         return 2
     extra = args.vllm_args[1:] if args.vllm_args[:1] == ["--"] else args.vllm_args
+    given = dict(
+        model=args.model, served_model_name=args.served_model_name, host=args.host,
+        port=args.port, dtype=args.dtype, max_model_len=args.max_model_len,
+        max_images=args.max_images, max_videos=args.max_videos, max_pixels=args.max_pixels,
+        api_key=args.api_key, shutdown_timeout=args.shutdown_timeout,
+        tensor_parallel_size=args.tensor_parallel_size, cpu_kv_cache_gib=args.cpu_kv_cache_gib)
+    given = {k: v for k, v in given.items() if v is not None}
     try:
-        settings = ServeSettings(
-            model=args.model, served_model_name=args.served_model_name, host=args.host,
-            port=args.port, dtype=args.dtype, max_model_len=args.max_model_len,
-            max_images=args.max_images, max_videos=args.max_videos, max_pixels=args.max_pixels,
-            api_key=args.api_key, shutdown_timeout=args.shutdown_timeout,
-            cpu_kv_cache_gib=args.cpu_kv_cache_gib, extra_args=extra)
+        if args.profile:
+            settings = load_profile(args.profile).settings(**given)
+        else:
+            settings = ServeSettings(**given)
+        if extra:
+            settings = settings.model_copy(update={"extra_args": settings.extra_args + extra})
     except ValidationError as e:
         print(f"qvl serve: error: invalid settings:\n{e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"qvl serve: error: {e}", file=sys.stderr)
         return 2
     sup = Supervisor(settings, policy=RestartPolicy(max_restarts=args.max_restarts),
                      ready_timeout=args.ready_timeout)
@@ -97,11 +112,29 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda a: __import__("launch.demo", fromlist=["run"]).run(a))
 
 
+def _add_profiles(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("profiles", help="list the named launch profiles")
+    p.set_defaults(func=_run_profiles)
+
+
+def _run_profiles(args: argparse.Namespace) -> int:
+    from serving.profiles import load_profile, profile_names
+
+    for name in profile_names():
+        p = load_profile(name)
+        print(f"{name:<18} {p.model:<14} {p.quant:<6} {p.card:<9} TP={p.tp}  "
+              f"min {p.min_vram_gib if p.min_vram_gib is not None else '-'} GiB  "
+              f"verified on: {p.verified_on}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qvl", description="Qwen3-VL on vLLM: plan, serve, load-test and report.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_serve, _add_tiny_model, _add_demo):
+    from launch import plan_cmd
+
+    for add in (_add_serve, plan_cmd.add_parser, _add_profiles, _add_tiny_model, _add_demo):
         add(sub)
     return parser
 

@@ -15,11 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-# The CPU default: small context, two images per request, a pixel budget so the vision encoder
-# is profiled at a size a 2-core machine handles in seconds.
-TINY_SERVE_ARGS = ["--served-model-name", "qvl-tiny", "--max-model-len", "2048",
-                   "--max-images", "2", "--max-pixels", str(1024 * 1024),
-                   "--cpu-kv-cache-gib", "1", "--shutdown-timeout", "10"]
+# The CPU default lives in the cpu-tiny profile (serving/profiles/cpu-tiny.yaml): small context,
+# two images per request, a pixel budget so the vision encoder is profiled at a size a 2-core
+# machine handles in seconds.
+TINY_SERVE_ARGS = ["--profile", "cpu-tiny"]
 
 
 def demo_image(width: int, height: int, seed: int) -> bytes:
