@@ -92,6 +92,22 @@ class ServerHandle:
         self.proc.wait()
         return self.proc.returncode
 
+    def kill_hard(self) -> None:
+        """Kill vLLM and the supervisor at once (SIGKILL, no drain): a crash, for tests.
+        vLLM runs in its own process group below `qvl serve`, so kill that group first."""
+        import subprocess as sp
+
+        if self.proc is None:
+            return
+        children = sp.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
+                          text=True).stdout.split()
+        for pid in children:
+            try:
+                os.killpg(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self.stop(timeout=0)
+
     def __enter__(self) -> ServerHandle:
         self.start()
         self.wait_ready()

@@ -1,0 +1,54 @@
+"""When to retry a request, and how long to wait.
+
+Retried: connection errors (refused, reset, timed out before any response) and HTTP 429, 502,
+503, 504, waiting as the server's `Retry-After` says or with jittered exponential backoff.
+Never retried: anything after response bytes were received (a stream that broke half way), and
+any other status (a 400 is the caller's to fix).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import openai
+
+RETRY_STATUS = frozenset({429, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 5
+    backoff_s: float = 0.5
+    max_backoff_s: float = 8.0
+    max_retry_after_s: float = 60.0
+
+    def delay(self, attempt: int, error: BaseException, rng: random.Random = random) -> float:
+        """Seconds to wait before retry number `attempt` (1-based)."""
+        after = retry_after_seconds(error)
+        if after is not None:
+            return min(after, self.max_retry_after_s)
+        cap = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
+        return rng.uniform(cap / 2, cap)  # jitter: spread the clients of one outage apart
+
+
+def is_retryable(error: BaseException) -> bool:
+    if isinstance(error, openai.APIConnectionError):  # includes APITimeoutError
+        return True
+    return isinstance(error, openai.APIStatusError) and error.status_code in RETRY_STATUS
+
+
+def retry_after_seconds(error: BaseException) -> float | None:
+    response = getattr(error, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:  # an HTTP date: not worth parsing for a server this close
+        return None
+
+
+class StreamBroken(RuntimeError):
+    """The response had started arriving when the connection failed: not retried, because
+    the caller may already have acted on part of it."""
