@@ -132,10 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qvl", description="Qwen3-VL on vLLM: plan, serve, load-test and report.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from launch import ask_cmd, plan_cmd
+    from launch import ask_cmd, bench_cmd, plan_cmd
 
     for add in (_add_serve, plan_cmd.add_parser, _add_profiles, ask_cmd.add_parser,
-                _add_tiny_model, _add_demo):
+                bench_cmd.add_parsers, _add_tiny_model, _add_demo):
         add(sub)
     return parser
 

@@ -1,12 +1,29 @@
-"""qvl-client: a thin, torch-free client for Qwen3-VL servers that speak the OpenAI API."""
+"""qvl-client: a thin, torch-free client for Qwen3-VL servers that speak the OpenAI API.
 
-from qvl_client.batch import BatchItemError
-from qvl_client.client import AsyncVisionClient, Conversation, Result, Usage, VisionClient
-from qvl_client.images import ImageInputError, PreparedImage, load_image, prepare_image
-from qvl_client.retry import RetryPolicy, StreamBroken
-from qvl_client.vision import image_tokens, smart_resize
+Names are imported on first use (PEP 562), so `import qvl_client` stays fast; the OpenAI SDK
+is loaded when a client class is first touched.
+"""
 
-__all__ = ["AsyncVisionClient", "BatchItemError", "Conversation", "ImageInputError",
-           "PreparedImage", "Result", "RetryPolicy", "StreamBroken", "Usage", "VisionClient",
-           "image_tokens", "load_image", "prepare_image", "smart_resize"]
+from importlib import import_module
+
+_WHERE = {
+    "VisionClient": "client", "AsyncVisionClient": "client", "Conversation": "client",
+    "Result": "client", "Usage": "client", "BatchItemError": "batch",
+    "ImageInputError": "images", "PreparedImage": "images", "load_image": "images",
+    "prepare_image": "images", "RetryPolicy": "retry", "StreamBroken": "retry",
+    "image_tokens": "vision", "smart_resize": "vision",
+}
+__all__ = sorted(_WHERE)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(import_module(f"qvl_client.{_WHERE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'qvl_client' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__
