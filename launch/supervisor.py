@@ -39,8 +39,10 @@ class VllmProcess:
     """One vLLM API server process, in its own process group (pgid == pid)."""
 
     def __init__(self, settings: ServeSettings, *, log_prefix: str = "[vllm] ",
-                 log_out: TextIO | None = None, keep_lines: int = 400):
+                 log_out: TextIO | None = None, keep_lines: int = 400,
+                 raw_args: list[str] | None = None):
         self.settings = settings
+        self.raw_args = raw_args  # verbatim vLLM arguments instead of build_vllm_args(settings)
         self.log_prefix = log_prefix
         self.log_out = log_out or sys.stderr
         self.lines: collections.deque[str] = collections.deque(maxlen=keep_lines)
@@ -49,7 +51,8 @@ class VllmProcess:
 
     @property
     def command(self) -> list[str]:
-        return [sys.executable, "-m", VLLM_MODULE, *build_vllm_args(self.settings)]
+        args = self.raw_args if self.raw_args is not None else build_vllm_args(self.settings)
+        return [sys.executable, "-m", VLLM_MODULE, *args]
 
     def start(self) -> None:
         env = {**os.environ, **build_vllm_env(self.settings), "PYTHONUNBUFFERED": "1"}

@@ -34,6 +34,9 @@ RULES = {
                 "— vLLM 0.26.0 get_vit_attn_backend",
     "mm_tp": "--mm-encoder-tp-mode data when TP > 1: the ~0.6 B vision tower is replicated and "
              "each GPU encodes its own images instead of all-reducing every layer — vLLM >= 0.11",
+    "frontend": "cards with >= 40 GiB: 4 API-server processes (image decoding and the HF "
+                "processor run in parallel frontends) and --async-scheduling (CPU scheduling "
+                "overlaps GPU steps) — vLLM 0.26.0, 0.32.0",
     "pixels": "--mm-processor-kwargs max_pixels bounds both real images and the encoder's "
               "profiling run (the unbounded default profiles a 16.7 MP image) — vLLM 0.32.0",
 }
@@ -76,6 +79,9 @@ class Plan(BaseModel):
     alternatives: list[str] = Field(default_factory=list)
     vllm_args: list[str] = Field(default_factory=list)
 
+    def _big_card(self) -> bool:
+        return find_card(self.card).memory_gib >= 40
+
     def settings(self, **overrides) -> ServeSettings:
         fields = dict(
             model=self.checkpoint or self.hub_id, dtype=self.dtype,
@@ -85,7 +91,9 @@ class Plan(BaseModel):
             max_num_batched_tokens=self.max_num_batched_tokens, quantization=self.quantization,
             enable_prefix_caching=True, enable_chunked_prefill=True,
             mm_encoder_tp_mode="data" if self.tensor_parallel_size > 1 else None,
-            mm_encoder_attn_backend="TORCH_SDPA" if find_card(self.card).sm < 80 else None)
+            mm_encoder_attn_backend="TORCH_SDPA" if find_card(self.card).sm < 80 else None,
+            api_server_count=4 if self._big_card() else None,
+            async_scheduling=True if self._big_card() else None)
         fields.update(overrides)
         return ServeSettings(**fields)
 
@@ -156,6 +164,8 @@ def _plan_at(m: ModelSpec, c: CardSpec, q: QuantFormat, tp: int, want_len: int |
         rules.append(RULES["vit_attn"])
     if tp > 1:
         rules.append(RULES["mm_tp"])
+    if c.memory_gib >= 40:
+        rules.append(RULES["frontend"])
     # sizing max_num_seqs needs the KV budget, which needs the activation peak of max_num_seqs:
     # size with the cap, then recompute the logits share with the final value.
     seqs = MAX_NUM_SEQS_CAP

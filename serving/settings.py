@@ -47,6 +47,8 @@ class ServeSettings(BaseModel):
     mm_encoder_tp_mode: Literal["weights", "data"] | None = None
     mm_encoder_attn_backend: str | None = None
     load_format: str | None = None
+    api_server_count: int | None = Field(None, ge=1, description="frontend processes")
+    async_scheduling: bool | None = None
     distributed_executor_backend: Literal["mp", "ray"] | None = None
     extra_args: list[str] = Field(default_factory=list, description="passed to vLLM verbatim")
     # process environment
@@ -124,6 +126,10 @@ def build_vllm_args(s: ServeSettings) -> list[str]:
         args += ["--mm-encoder-attn-backend", s.mm_encoder_attn_backend]
     if s.load_format:
         args += ["--load-format", s.load_format]
+    if s.api_server_count and s.api_server_count > 1:
+        args += ["--api-server-count", str(s.api_server_count)]
+    if s.async_scheduling is not None:
+        args.append("--async-scheduling" if s.async_scheduling else "--no-async-scheduling")
     return args + list(s.extra_args)
 
 

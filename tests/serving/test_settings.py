@@ -49,7 +49,8 @@ FULL = ServeSettings(
     max_pixels=602112, tensor_parallel_size=2, gpu_memory_utilization=0.9, max_num_seqs=64,
     max_num_batched_tokens=8192, quantization="awq_marlin", kv_cache_dtype="fp8",
     enable_prefix_caching=True, enable_chunked_prefill=True, mm_encoder_tp_mode="data",
-    load_format="dummy", extra_args=["--enforce-eager"])
+    load_format="dummy", api_server_count=4, async_scheduling=True,
+    extra_args=["--enforce-eager"])
 
 
 def test_every_field_is_accepted_by_vllms_own_parser():
@@ -61,6 +62,7 @@ def test_every_field_is_accepted_by_vllms_own_parser():
     assert ns.limit_mm_per_prompt == {"image": 2, "video": 0}
     assert ns.mm_processor_kwargs == {"max_pixels": 602112}
     assert ns.shutdown_timeout == 30 and ns.dtype == "half"
+    assert ns.api_server_count == 4 and ns.async_scheduling is True
 
 
 def test_vllms_parser_rejects_a_bad_flag():
