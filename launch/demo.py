@@ -55,6 +55,26 @@ def ensure_tiny_model(model_dir: str) -> None:
           f"{time.monotonic() - t0:.1f} s)")
 
 
+def short_load_test(base_url: str, out_dir: str = ".runs") -> None:
+    """A small sweep with `qvl bench`'s runner, then `qvl report` on it."""
+    from loadtests.bench import BenchConfig, run_bench, write_result
+    from loadtests.report import write_report
+    from loadtests.workload import Workload
+
+    print("short load test: concurrency 1, 4, 8; 24 requests each (448x336 image, 16 tokens out)")
+    cfg = BenchConfig(base_url=base_url, concurrency=[1, 4, 8], prompts_per_level=24,
+                      warmup=2, card="cpu", name="demo-cpu-tiny", progress=False,
+                      workload=Workload(image_width=448, image_height=336, output_tokens=16))
+    result = run_bench(cfg, command="qvl demo")
+    path = write_result(result, Path(out_dir) / "demo-bench.json")
+    for p in result["points"]:
+        print(f"  c={p['max_concurrency']}: {p['request_throughput']:.1f} req/s, "
+              f"{p['image_throughput']:.1f} images/s, TTFT p50 {p['median_ttft_ms']:.0f} ms, "
+              f"TPOT p50 {p['median_tpot_ms']:.1f} ms, failed {p['failed']}")
+    md, html = write_report([result], Path(out_dir) / "demo-report", title="qvl demo (CPU)")
+    print(f"result {path}; report {md} and {html}\n")
+
+
 def run(args: argparse.Namespace) -> int:
     from openai import OpenAI
 
@@ -103,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"[streamed] Stream a caption.\n  answer: {''.join(text)!r}\n"
               f"  usage: {usage.prompt_tokens} prompt + {usage.completion_tokens} completion "
               f"tokens, TTFT {ttft * 1000:.0f} ms, total {total * 1000:.0f} ms\n")
-        print("(random weights: the answers are noise; the tokens, timings and path are real)")
+        print("(random weights: the answers are noise; the tokens, timings and path are real)\n")
+        short_load_test(server.base_url)
     finally:
         code = server.stop()
         print(f"server stopped (qvl serve exit code {code})")
