@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen --no-sync --extra $(EXTRA)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-unit lint clean help
+.PHONY: install demo test test-unit browser clean help
 
 help:
 	@echo "make demo   - install, start vLLM (CPU) on the tiny model, send image requests, stop"
@@ -26,8 +26,14 @@ install: .venv/.installed-$(EXTRA)
 demo: install
 	$(RUN) qvl demo
 
-test: install
+test: install browser
 	$(RUN) pytest $(PYTEST_ARGS)
+
+# headless Chromium for the report test (Debian/Ubuntu; root or sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
 test-unit: install
 	$(RUN) pytest -m "not e2e" $(PYTEST_ARGS)

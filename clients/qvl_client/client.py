@@ -90,6 +90,16 @@ class _Base:
             params["extra_body"] = extra
         return _Call(messages, images, params)
 
+    def _backoff(self, col: _Collector, error: Exception, attempt: int) -> float:
+        """Seconds to wait before retrying after `error`; raises when it must not be retried:
+        after answer bytes arrived, for a status that is the caller's to fix, or when the
+        retries are spent."""
+        if col.started:
+            raise StreamBroken(f"connection lost after the answer had started: {error}") from error
+        if not is_retryable(error) or attempt > self.retry.max_retries:
+            raise error
+        return self.retry.delay(attempt, error, self._rng)
+
     def _request(self, model: str, call: _Call) -> dict:
         return dict(model=model, messages=call.messages, stream=True,
                     stream_options={"include_usage": True}, **call.params)
@@ -168,12 +178,8 @@ class VisionClient(_Base):
                 return
             except StreamBroken:
                 raise
-            except Exception as e:  # noqa: BLE001 - classified below
-                if col.started:
-                    raise StreamBroken(f"connection lost after the answer had started: {e}") from e
-                if not is_retryable(e) or attempt > self.retry.max_retries:
-                    raise
-                time.sleep(self.retry.delay(attempt, e, self._rng))
+            except Exception as e:  # noqa: BLE001 - classified by _backoff
+                time.sleep(self._backoff(col, e, attempt))
 
     def _run(self, call: _Call) -> Result:
         col = None
@@ -287,12 +293,8 @@ class AsyncVisionClient(_Base):
                 return
             except StreamBroken:
                 raise
-            except Exception as e:  # noqa: BLE001 - classified below
-                if col.started:
-                    raise StreamBroken(f"connection lost after the answer had started: {e}") from e
-                if not is_retryable(e) or attempt > self.retry.max_retries:
-                    raise
-                await asyncio.sleep(self.retry.delay(attempt, e, self._rng))
+            except Exception as e:  # noqa: BLE001 - classified by _backoff
+                await asyncio.sleep(self._backoff(col, e, attempt))
 
     async def _run(self, call: _Call) -> Result:
         col = None
