@@ -98,10 +98,19 @@ class Plan(BaseModel):
         return ServeSettings(**fields)
 
 
-def _quant_arg(q: QuantFormat, card: CardSpec) -> tuple[str | None, list[str]]:
+def _quant_arg(q: QuantFormat) -> tuple[str | None, list[str]]:
     if q.method is None:
         return None, []
     return q.method, [RULES["w4a16" if q.key == "w4a16" else q.method]]
+
+
+def _checkpoint(m: ModelSpec, q: QuantFormat) -> str:
+    """The repo to serve: an official one of that format first, then a community one, else the
+    BF16 repo (FP8 can be applied to BF16 weights at load time)."""
+    repos = [k for k in checkpoints() if k.size == m.key and k.quant == q.key
+             and not k.repo.startswith("(")]
+    repos.sort(key=lambda k: k.kind != "official")
+    return repos[0].repo if repos else m.hub_id
 
 
 def _tp_ok(m: ModelSpec, tp: int) -> bool:
@@ -158,7 +167,7 @@ def _plan_at(m: ModelSpec, c: CardSpec, q: QuantFormat, tp: int, want_len: int |
     kv_per_tok = memory.kv_bytes_per_token(m, tp)
     usable = c.memory_gib * util * memory.GiB
     dtype = "bfloat16" if c.bf16 else "half"
-    quant_arg, rules = _quant_arg(q, c)
+    quant_arg, rules = _quant_arg(q)
     rules = [RULES["dtype"], *rules, RULES["pixels"]]
     if c.sm < 80:
         rules.append(RULES["vit_attn"])
@@ -192,13 +201,6 @@ def _plan_at(m: ModelSpec, c: CardSpec, q: QuantFormat, tp: int, want_len: int |
     elif want_len and max_len < want_len:
         fits = False
         reason = f"max_model_len {want_len} needs {want_len} KV tokens; only {kv_tokens} fit"
-    ckpt = next((k.repo for k in checkpoints() if k.size == m.key and k.quant == q.key
-                 and k.kind == "official"), None) or next(
-        (k.repo for k in checkpoints() if k.size == m.key and k.quant == q.key
-         and not k.repo.startswith("(")), None)
-    model_arg = ckpt or m.hub_id
-    if q.key == "fp8" and not any(k.size == m.key and k.quant == "fp8" for k in checkpoints()):
-        model_arg = m.hub_id
     plan = Plan(
         fits=fits, reason=reason, model=m.key, hub_id=m.hub_id, card=c.key, quant=q.key,
         dtype=dtype, quantization=quant_arg, tensor_parallel_size=tp,
@@ -207,7 +209,7 @@ def _plan_at(m: ModelSpec, c: CardSpec, q: QuantFormat, tp: int, want_len: int |
         kv_bytes_per_token=kv_per_tok, weights_gib=round(weights / gib, 2),
         activation_gib=round(act / gib, 2), kv_cache_gib=round(max(kv_bytes, 0) / gib, 2),
         usable_gib=round(usable / gib, 2), image_tokens=img_tok, seq_tokens=seq_tokens,
-        rules=rules, checkpoint=model_arg)
+        rules=rules, checkpoint=_checkpoint(m, q))
     if fits:
         plan.vllm_args = build_vllm_args(plan.settings())
     return plan
