@@ -175,6 +175,9 @@ def _plan_at(m: ModelSpec, c: CardSpec, q: QuantFormat, tp: int, want_len: int |
         rules.append(RULES["mm_tp"])
     if c.memory_gib >= 40:
         rules.append(RULES["frontend"])
+    if q.bits < 8 and _checkpoint(m, q) == m.hub_id:
+        rules.append(f"no known {q.key} checkpoint of {m.key}: quantize {m.hub_id} (GPTQModel, "
+                     "llm-compressor) and pass the result with --model; the memory numbers hold")
     # sizing max_num_seqs needs the KV budget, which needs the activation peak of max_num_seqs:
     # size with the cap, then recompute the logits share with the final value.
     seqs = MAX_NUM_SEQS_CAP
