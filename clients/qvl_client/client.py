@@ -90,11 +90,16 @@ class _Base:
             params["extra_body"] = extra
         return _Call(messages, images, params)
 
-    def _backoff(self, col: _Collector, error: Exception, attempt: int) -> float:
+    def _backoff(self, col: _Collector, error: Exception, attempt: int,
+                 delivering: bool) -> float:
         """Seconds to wait before retrying after `error`; raises when it must not be retried:
-        after answer bytes arrived, for a status that is the caller's to fix, or when the
-        retries are spent."""
-        if col.started:
+        once part of the answer was handed to the caller (`delivering` streams), for a status
+        that is the caller's to fix, or when the retries are spent. A call that returns a
+        whole Result hands nothing over before the end, so a cut stream is retried like a
+        dropped connection (what a non-streaming request would see)."""
+        if col.started and delivering:
+            if isinstance(error, StreamBroken):
+                raise error
             raise StreamBroken(f"connection lost after the answer had started: {error}") from error
         if not is_retryable(error) or attempt > self.retry.max_retries:
             raise error
@@ -164,7 +169,7 @@ class VisionClient(_Base):
             self.model = self.openai.models.list().data[0].id
         return self.model
 
-    def _events(self, call: _Call) -> Iterator[tuple[str | None, _Collector]]:
+    def _events(self, call: _Call, delivering: bool) -> Iterator[tuple[str | None, _Collector]]:
         model = self.model_name()
         attempt = 0
         while True:
@@ -176,14 +181,12 @@ class VisionClient(_Base):
                     yield col.add(chunk), col
                 col.check_complete()
                 return
-            except StreamBroken:
-                raise
             except Exception as e:  # noqa: BLE001 - classified by _backoff
-                time.sleep(self._backoff(col, e, attempt))
+                time.sleep(self._backoff(col, e, attempt, delivering))
 
     def _run(self, call: _Call) -> Result:
         col = None
-        for _, col in self._events(call):
+        for _, col in self._events(call, delivering=False):
             pass
         return col.result(col.attempts)
 
@@ -203,7 +206,7 @@ class VisionClient(_Base):
                **kw: Any) -> Iterator[str]:
         """Yield the answer's text pieces as they arrive."""
         msg, prepared = self.user_message(images, question)  # bad input raises here, first
-        for piece, _ in self._events(self._call([msg], prepared, **kw)):
+        for piece, _ in self._events(self._call([msg], prepared, **kw), delivering=True):
             if piece:
                 yield piece
 
@@ -278,7 +281,8 @@ class AsyncVisionClient(_Base):
             self.model = (await self.openai.models.list()).data[0].id
         return self.model
 
-    async def _events(self, call: _Call) -> AsyncIterator[tuple[str | None, _Collector]]:
+    async def _events(self, call: _Call,
+                      delivering: bool) -> AsyncIterator[tuple[str | None, _Collector]]:
         model = await self.model_name()
         attempt = 0
         while True:
@@ -291,14 +295,12 @@ class AsyncVisionClient(_Base):
                     yield col.add(chunk), col
                 col.check_complete()
                 return
-            except StreamBroken:
-                raise
             except Exception as e:  # noqa: BLE001 - classified by _backoff
-                await asyncio.sleep(self._backoff(col, e, attempt))
+                await asyncio.sleep(self._backoff(col, e, attempt, delivering))
 
     async def _run(self, call: _Call) -> Result:
         col = None
-        async for _, col in self._events(call):
+        async for _, col in self._events(call, delivering=False):
             pass
         return col.result(col.attempts)
 
@@ -311,7 +313,7 @@ class AsyncVisionClient(_Base):
 
     async def stream(self, images, question: str, **kw: Any) -> AsyncIterator[str]:
         msg, prepared = self.user_message(images, question)
-        async for piece, _ in self._events(self._call([msg], prepared, **kw)):
+        async for piece, _ in self._events(self._call([msg], prepared, **kw), delivering=True):
             if piece:
                 yield piece
 

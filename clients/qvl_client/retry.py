@@ -1,9 +1,9 @@
 """When to retry a request, and how long to wait.
 
-Retried: connection errors (refused, reset, timed out before any response) and HTTP 429, 502,
-503, 504, waiting as the server's `Retry-After` says or with jittered exponential backoff.
-Never retried: anything after response bytes were received (a stream that broke half way), and
-any other status (a 400 is the caller's to fix).
+Retried: connection errors (refused, reset, timed out, or cut before the answer was complete)
+and HTTP 429, 502, 503, 504, waiting as the server's `Retry-After` says or with jittered
+exponential backoff. Never retried: a stream whose first pieces were already handed to the
+caller (the client raises StreamBroken), and any other status (a 400 is the caller's to fix).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class RetryPolicy:
 
 
 def is_retryable(error: BaseException) -> bool:
-    if isinstance(error, openai.APIConnectionError):  # includes APITimeoutError
+    if isinstance(error, (openai.APIConnectionError, StreamBroken)):  # incl. APITimeoutError
         return True
     return isinstance(error, openai.APIStatusError) and error.status_code in RETRY_STATUS
 
@@ -50,5 +50,5 @@ def retry_after_seconds(error: BaseException) -> float | None:
 
 
 class StreamBroken(RuntimeError):
-    """The response had started arriving when the connection failed: not retried, because
-    the caller may already have acted on part of it."""
+    """The connection failed after the answer had started. Raised to a caller who was being
+    handed the pieces (it may have acted on them); a whole-result call retries it instead."""

@@ -60,11 +60,21 @@ def test_500_is_not_retried(fake):
     assert srv.requests == 1
 
 
-def test_no_retry_after_the_answer_started(fake):
+def test_no_retry_once_pieces_reached_the_caller(fake):
     srv = fake(["drop_mid_stream", "ok"])
+    pieces = []
     with pytest.raises(StreamBroken):
-        VisionClient(srv.base_url, retry=FAST).ask(None, "hi")
-    assert srv.requests == 1
+        for p in VisionClient(srv.base_url, retry=FAST).stream(None, "hi"):
+            pieces.append(p)
+    assert pieces == ["hello"] and srv.requests == 1
+
+
+def test_whole_result_call_retries_a_cut_stream(fake):
+    # ask() hands nothing to the caller before the end: like a non-streaming request cut by
+    # a crash, it is retried, and the partial answer is discarded
+    srv = fake(["drop_mid_stream", "ok"])
+    r = VisionClient(srv.base_url, retry=FAST).ask(None, "hi")
+    assert r.text == "hello world" and r.attempts == 2 and srv.requests == 2
 
 
 def test_connection_refused_retries_then_gives_up():
