@@ -35,8 +35,7 @@ class BenchConfig(BaseModel):
     concurrency: list[int] = Field(default_factory=lambda: [1, 4, 16])
     rates: list[float] = Field(default_factory=list, description="req/s levels (Poisson)")
     burstiness: float = 1.0
-    prompts_per_level: int = 64
-    min_prompts: int = 16
+    prompts_per_level: int = Field(64, ge=1)
     warmup: int = 8
     slo_ms: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SLO_MS))
     card: str | None = None
@@ -78,7 +77,7 @@ async def _sweep(cfg: BenchConfig, model: str, source: list[BenchRequest] | None
     points = []
     offset = 0
     for i, (conc, rate) in enumerate(_levels(cfg)):
-        n = max(cfg.min_prompts, cfg.prompts_per_level)
+        n = cfg.prompts_per_level
         if source is None:
             warm = build_requests(cfg.workload, model, cfg.warmup, offset=offset)
             reqs = build_requests(cfg.workload, model, n, offset=offset + cfg.warmup)
