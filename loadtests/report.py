@@ -91,9 +91,9 @@ def svg_chart(title: str, series: list[tuple[str, list[tuple[float, float]]]], x
             for x, y in s:
                 out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{color}"/>')
                 out.append(f'<text x="{sx(x):.1f}" y="{h - bottom + 14}" text-anchor="middle" '
-                           f'font-size="10">{x:g}</text>')
-        out.append(f'<text x="{left + 8}" y="{top + 14 * (i + 1)}" fill="{color}" '
-                   f'font-size="12">{html.escape(name)}</text>')
+                           f'font-size="10">{x:.3g}</text>')
+        out.append(f'<text x="{w - right - 4}" y="{top + 14 * (i + 1)}" fill="{color}" '
+                   f'text-anchor="end" font-size="12">{html.escape(name)}</text>')
     out.append("</svg>")
     return "\n".join(out)
 
