@@ -53,6 +53,8 @@ _EXC_LINE = re.compile(r"\b([A-Za-z_][\w.]*(?:Error|Exception|Exit))(?::\s*(.+))
 _WRAPPERS = re.compile(r"Engine core initialization failed|EngineDeadError|See root cause above|"
                        r"See stack trace|Traceback")
 _PYDANTIC_TYPE = re.compile(r"\s*\[type=.*$")
+# vLLM INFO/WARNING records may mention exceptions ("... errors like `OSError: ...`")
+_INFO_RECORD = re.compile(r"\b(?:INFO|WARNING|DEBUG) \d\d-\d\d \d\d:\d\d:\d\d")
 _LOG_PREFIX = re.compile(r"^\((?:APIServer|EngineCore|Worker)[^)]*\)\s*"
                          r"(?:ERROR \S+ \S+ \[[^\]]+\]\s?)?")
 
@@ -73,7 +75,8 @@ def explain_failure(lines: Iterable[str], settings: ServeSettings) -> str:
                                   model=settings.model, **groups)
     for i in range(len(lines) - 1, -1, -1):
         m = _EXC_LINE.search(lines[i])
-        if not m or _WRAPPERS.search(lines[i]) or lines[i].lstrip().startswith("File "):
+        if (not m or _WRAPPERS.search(lines[i]) or lines[i].lstrip().startswith("File ")
+                or _INFO_RECORD.search(lines[i])):
             continue
         detail = m.group(2) or ""
         if "validation error" in detail and i + 1 < len(lines):  # pydantic: cause is below

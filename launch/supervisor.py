@@ -48,6 +48,7 @@ class VllmProcess:
         self.lines: collections.deque[str] = collections.deque(maxlen=keep_lines)
         self.proc: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
+        self.served = False  # the HTTP server came up (clients may have been served)
 
     @property
     def command(self) -> list[str]:
@@ -57,6 +58,7 @@ class VllmProcess:
     def start(self) -> None:
         env = {**os.environ, **build_vllm_env(self.settings), "PYTHONUNBUFFERED": "1"}
         self.lines.clear()
+        self.served = False
         self.proc = subprocess.Popen(
             self.command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, text=True, errors="replace", bufsize=1,
@@ -68,6 +70,8 @@ class VllmProcess:
         assert self.proc and self.proc.stdout
         for line in self.proc.stdout:
             self.lines.append(line)
+            if "Application startup complete" in line:
+                self.served = True
             try:
                 self.log_out.write(self.log_prefix + line)
                 self.log_out.flush()
@@ -189,10 +193,12 @@ class Supervisor:
             except StartupError as e:
                 if self._stop.is_set():
                     return 0
-                if self.restarts == 0:  # never came up: nothing to restart
+                if self.restarts == 0 and not self.vllm.served:  # never came up
                     _say(f"error: {e}", self.out)
                     return 1
-                _say(f"restart failed: {e}", self.out)
+                # it came up (a client may have been served before we polled) or it is a
+                # restart: the engine died, so try again
+                _say(f"vLLM exited unexpectedly: {e}", self.out)
             else:
                 started = time.monotonic()
                 code = self._watch()

@@ -90,3 +90,10 @@ def test_pydantic_error_shows_the_cause_line():
              "  Value error, invalid literal for int() with base 10: '0.25' [type=value_error, x]"]
     assert explain_failure(lines, S) == (
         "vLLM failed: ValidationError: Value error, invalid literal for int() with base 10: '0.25'")
+
+
+def test_warning_records_are_not_causes():
+    lines = ["(APIServer pid=1) WARNING 11-21 11:10:32 [system_utils.py:255] Found ulimit of 20000"
+             " ... fd limit errors like `OSError: [Errno 24] Too many open files`.",
+             "(EngineCore pid=2) ERROR 11-21 11:11:26 [core.py:1] ValueError: bad value"]
+    assert explain_failure(lines, S) == "vLLM failed: ValueError: bad value"
