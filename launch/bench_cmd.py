@@ -56,10 +56,12 @@ def run_bench_cmd(a: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from loadtests.bench import BenchConfig, run_bench, write_result
+    from loadtests.metrics import format_point
     from loadtests.workload import Workload
+    from qvl_client.vision import parse_size
 
     try:
-        w, h = (int(x) for x in a.image_size.lower().split("x"))
+        w, h = parse_size(a.image_size)
         cfg = BenchConfig(
             base_url=a.url, api_key=a.api_key, model=a.model,
             workload=Workload(image_width=w, image_height=h, images_per_request=a.images,
@@ -81,11 +83,7 @@ def run_bench_cmd(a: argparse.Namespace) -> int:
         return 1
     path = write_result(result, a.out)
     for p in result["points"]:
-        print(f"c={p['max_concurrency']} rate={p['request_rate']}: "
-              f"{p['request_throughput']:.2f} req/s, {p['output_throughput']:.0f} tok/s, "
-              f"{p['image_throughput']:.2f} img/s, TTFT p50/p90 {p['median_ttft_ms']:.0f}/"
-              f"{p['p90_ttft_ms']:.0f} ms, TPOT p50/p90 {p['median_tpot_ms']:.1f}/"
-              f"{p['p90_tpot_ms']:.1f} ms, failed {p['failed']}")
+        print(format_point(p))
     c = result["cost"]
     if c.get("meets_slo"):
         print(f"at SLO: {c['images_per_gpu_hour']:.0f} images/GPU-hour"

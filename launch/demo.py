@@ -9,11 +9,12 @@ demo shows is the serving path, token accounting and latency.
 from __future__ import annotations
 
 import argparse
-import base64
 import io
 import sys
 import time
 from pathlib import Path
+
+from loadtests.workload import data_url
 
 # The CPU default lives in the cpu-tiny profile (serving/profiles/cpu-tiny.yaml): small context,
 # two images per request, a pixel budget so the vision encoder is profiled at a size a 2-core
@@ -40,10 +41,6 @@ def demo_image(width: int, height: int, seed: int) -> bytes:
     return buf.getvalue()
 
 
-def data_url(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode()
-
-
 def ensure_tiny_model(model_dir: str) -> None:
     if (Path(model_dir) / "config.json").exists():
         return
@@ -58,6 +55,7 @@ def ensure_tiny_model(model_dir: str) -> None:
 def short_load_test(base_url: str, out_dir: str = ".runs") -> None:
     """A small sweep with `qvl bench`'s runner, then `qvl report` on it."""
     from loadtests.bench import BenchConfig, run_bench, write_result
+    from loadtests.metrics import format_point
     from loadtests.report import write_report
     from loadtests.workload import Workload
 
@@ -68,9 +66,7 @@ def short_load_test(base_url: str, out_dir: str = ".runs") -> None:
     result = run_bench(cfg, command="qvl demo")
     path = write_result(result, Path(out_dir) / "demo-bench.json")
     for p in result["points"]:
-        print(f"  c={p['max_concurrency']}: {p['request_throughput']:.1f} req/s, "
-              f"{p['image_throughput']:.1f} images/s, TTFT p50 {p['median_ttft_ms']:.0f} ms, "
-              f"TPOT p50 {p['median_tpot_ms']:.1f} ms, failed {p['failed']}")
+        print("  " + format_point(p))
     md, html = write_report([result], Path(out_dir) / "demo-report", title="qvl demo (CPU)")
     print(f"result {path}; report {md} and {html}\n")
 

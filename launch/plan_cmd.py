@@ -32,10 +32,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from serving.planner import DEFAULT_MAX_PIXELS, Workload, make_plan, matrix
+    from qvl_client.vision import parse_size
     from serving.profiles import load_profile, min_vram_gib
 
     try:
-        w, h = (int(x) for x in args.image_size.lower().split("x"))
+        w, h = parse_size(args.image_size)
         workload = Workload(images=args.images, image_width=w, image_height=h,
                             text_tokens=args.text_tokens, output_tokens=args.output_tokens)
         pixels = args.max_pixels or DEFAULT_MAX_PIXELS

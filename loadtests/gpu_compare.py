@@ -47,6 +47,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     from launch.supervisor import VllmProcess
     from loadtests.bench import BenchConfig, run_bench, write_result
+    from loadtests.metrics import format_point
     from serving.checkpoint import write_checkpoint
 
     ckpt = f"/tmp/qvl-{a.shape}-nowts"
@@ -74,10 +75,7 @@ def main(argv=None) -> int:
                 r = run_bench(BenchConfig(**base, concurrency=[c], warmup=4,
                                           prompts_per_level=max(64, a.prompts_factor * c)),
                               command=f"python -m loadtests.gpu_compare {' '.join(argv or sys.argv[1:])}")
-                p = r["points"][0]
-                print(f"{name} c={c}: {p['request_throughput']:.2f} req/s, TTFT p90 "
-                      f"{p['p90_ttft_ms']:.0f} ms, TPOT p90 {p['p90_tpot_ms']:.1f} ms, "
-                      f"failed {p['failed']}", flush=True)
+                print(f"{name} {format_point(r['points'][0])}", flush=True)
                 if c == concs[0]:
                     merged = r
                 else:

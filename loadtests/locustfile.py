@@ -21,10 +21,11 @@ import time
 from locust import HttpUser, between, events, task
 
 from loadtests.workload import Workload, build_requests, load_jsonl
+from qvl_client.vision import parse_size
 
 
 def _workload() -> Workload:
-    w, h = (int(x) for x in os.environ.get("QVL_IMAGE_SIZE", "1024x768").lower().split("x"))
+    w, h = parse_size(os.environ.get("QVL_IMAGE_SIZE", "1024x768"))
     return Workload(image_width=w, image_height=h,
                     images_per_request=int(os.environ.get("QVL_IMAGES", "1")),
                     text_tokens=int(os.environ.get("QVL_TEXT_TOKENS", "50")),

@@ -90,6 +90,16 @@ def summarize(records: list[RequestRecord], duration_s: float,
     return res
 
 
+def format_point(p: dict) -> str:
+    """One line per load level, as `qvl bench`, the demo and gpu_compare print it."""
+    level = (f"c={p['max_concurrency']}" if p["request_rate"] == "inf"
+             else f"rate={p['request_rate']}/s c={p['max_concurrency']}")
+    return (f"{level}: {p['request_throughput']:.2f} req/s, {p['output_throughput']:.0f} tok/s, "
+            f"{p['image_throughput']:.2f} img/s, TTFT p50/p90 {p['median_ttft_ms']:.0f}/"
+            f"{p['p90_ttft_ms']:.0f} ms, TPOT p50/p90 {p['median_tpot_ms']:.1f}/"
+            f"{p['p90_tpot_ms']:.1f} ms, failed {p['failed']}")
+
+
 def meets_slo(summary: dict, slo_ms: dict[str, float], percentile: int = 90) -> bool:
     """A load level meets the SLO when the chosen percentile of each metric is within it and
     nothing failed (a failed request met no SLO)."""

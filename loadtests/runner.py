@@ -9,6 +9,7 @@ requests run first and are not recorded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import sys
@@ -113,12 +114,7 @@ async def run_level(url: str, requests: list[BenchRequest], *, concurrency: int 
         sem = asyncio.Semaphore(concurrency) if concurrency else None
 
         async def limited(req: BenchRequest, prog: LiveProgress | None) -> RequestRecord:
-            if sem:
-                async with sem:
-                    if prog:
-                        prog.sent += 1
-                    rec = await send(session, url, req, headers)
-            else:
+            async with sem or contextlib.nullcontext():
                 if prog:
                     prog.sent += 1
                 rec = await send(session, url, req, headers)

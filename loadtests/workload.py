@@ -66,7 +66,7 @@ def synthetic_image(width: int, height: int, seed: int, fmt: str = "JPEG") -> by
     return buf.getvalue()
 
 
-def _data_url(data: bytes, fmt: str) -> str:
+def data_url(data: bytes, fmt: str = "PNG") -> str:
     mime = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}[fmt.upper()]
     return f"data:{mime};base64," + base64.b64encode(data).decode()
 
@@ -82,7 +82,7 @@ def _body(model: str, urls: list[str], prompt: str, max_tokens: int) -> dict:
 def build_requests(w: Workload, model: str, n: int, offset: int = 0) -> list[BenchRequest]:
     """`n` requests; `offset` shifts the seeds so warm-up and levels never share an image."""
     rnd = random.Random(w.seed * 1_000_003 + offset)
-    pool = [_data_url(synthetic_image(w.image_width, w.image_height, 10_000_000 + i,
+    pool = [data_url(synthetic_image(w.image_width, w.image_height, 10_000_000 + i,
                                       w.image_format), w.image_format) for i in range(8)] \
         if w.reuse_ratio else []
     out = []
@@ -93,7 +93,7 @@ def build_requests(w: Workload, model: str, n: int, offset: int = 0) -> list[Ben
                 urls.append(rnd.choice(pool))
             else:
                 seed = (w.seed << 32) + (offset + i) * 16 + j
-                urls.append(_data_url(synthetic_image(w.image_width, w.image_height, seed,
+                urls.append(data_url(synthetic_image(w.image_width, w.image_height, seed,
                                                       w.image_format), w.image_format))
         prompt = " ".join(rnd.choice(WORDS) for _ in range(w.text_tokens))
         out.append(BenchRequest(_body(model, urls, prompt, w.output_tokens), len(urls)))

@@ -175,7 +175,8 @@ def _plan_at(m: ModelSpec, c: CardSpec, q: QuantFormat, tp: int, want_len: int |
         rules.append(RULES["mm_tp"])
     if c.memory_gib >= 40:
         rules.append(RULES["frontend"])
-    if q.bits < 8 and _checkpoint(m, q) == m.hub_id:
+    checkpoint = _checkpoint(m, q)
+    if q.bits < 8 and checkpoint == m.hub_id:
         rules.append(f"no known {q.key} checkpoint of {m.key}: quantize {m.hub_id} (GPTQModel, "
                      "llm-compressor) and pass the result with --model; the memory numbers hold")
     # sizing max_num_seqs needs the KV budget, which needs the activation peak of max_num_seqs:
@@ -212,7 +213,7 @@ def _plan_at(m: ModelSpec, c: CardSpec, q: QuantFormat, tp: int, want_len: int |
         kv_bytes_per_token=kv_per_tok, weights_gib=round(weights / gib, 2),
         activation_gib=round(act / gib, 2), kv_cache_gib=round(max(kv_bytes, 0) / gib, 2),
         usable_gib=round(usable / gib, 2), image_tokens=img_tok, seq_tokens=seq_tokens,
-        rules=rules, checkpoint=_checkpoint(m, q))
+        rules=rules, checkpoint=checkpoint)
     if fits:
         plan.vllm_args = build_vllm_args(plan.settings())
     return plan

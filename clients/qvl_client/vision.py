@@ -18,6 +18,17 @@ MAX_PIXELS = 16_777_216  # ... and longest_edge
 MAX_ASPECT = 200
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """"1024x768" -> (1024, 768); a clear ValueError for anything else."""
+    try:
+        w, h = (int(x) for x in text.lower().strip().split("x"))
+    except ValueError:
+        raise ValueError(f"image size {text!r}: expected WIDTHxHEIGHT, e.g. 1024x768") from None
+    if w <= 0 or h <= 0:
+        raise ValueError(f"image size {text!r}: width and height must be positive")
+    return w, h
+
+
 def smart_resize(height: int, width: int, *, factor: int = FACTOR,
                  min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     """The (height, width) the processor resizes an image to: multiples of `factor`, with the

@@ -30,3 +30,12 @@ def test_bad_sizes():
         smart_resize(0, 10)
     with pytest.raises(ValueError, match="aspect ratio"):
         smart_resize(10, 5000)
+
+
+def test_parse_size():
+    from qvl_client.vision import parse_size
+
+    assert parse_size("1024x768") == (1024, 768) and parse_size(" 32X16 ") == (32, 16)
+    for bad in ("1024", "axb", "0x10", "10x10x3"):
+        with pytest.raises(ValueError, match="image size"):
+            parse_size(bad)
