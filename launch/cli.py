@@ -31,6 +31,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--api-key", default=os.environ.get("QVL_API_KEY"),
                    help="require this bearer token (default: $QVL_API_KEY)")
     p.add_argument("--tensor-parallel-size", type=int, help="GPUs per replica")
+    p.add_argument("--pipeline-parallel-size", type=int,
+                   help="pipeline stages (nodes, usually; needs Ray: see `qvl ray`)")
+    p.add_argument("--api-server-count", type=int,
+                   help="frontend processes (HTTP, image decoding, HF processor)")
     p.add_argument("--shutdown-timeout", type=int,
                    help="seconds in-flight requests may take to finish on SIGTERM (default 30)")
     p.add_argument("--cpu-kv-cache-gib", type=int,
@@ -61,7 +65,9 @@ def _run_serve(args: argparse.Namespace) -> int:
         port=args.port, dtype=args.dtype, max_model_len=args.max_model_len,
         max_images=args.max_images, max_videos=args.max_videos, max_pixels=args.max_pixels,
         api_key=args.api_key, shutdown_timeout=args.shutdown_timeout,
-        tensor_parallel_size=args.tensor_parallel_size, cpu_kv_cache_gib=args.cpu_kv_cache_gib)
+        tensor_parallel_size=args.tensor_parallel_size,
+        pipeline_parallel_size=args.pipeline_parallel_size,
+        api_server_count=args.api_server_count, cpu_kv_cache_gib=args.cpu_kv_cache_gib)
     given = {k: v for k, v in given.items() if v is not None}
     try:
         if args.profile:

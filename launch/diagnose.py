@@ -85,7 +85,7 @@ def explain_failure(lines: Iterable[str], settings: ServeSettings) -> str:
             code = [_strip_prefix(ln) for ln in lines[max(0, i - 4):i]]
             detail = next((c for c in reversed(code) if c.startswith("assert ")), "")
         return f"vLLM failed: {m.group(1).rsplit('.', 1)[-1]}: {detail[:300]}".rstrip(": ")
-    return "vLLM exited before it was ready (see its log above)"
+    return "vLLM exited without an error message (see its log above)"
 
 
 def preflight(settings: ServeSettings) -> str | None:

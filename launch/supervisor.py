@@ -24,7 +24,8 @@ import httpx
 from launch.diagnose import explain_failure, preflight
 from serving.settings import ServeSettings, build_vllm_args, build_vllm_env
 
-VLLM_MODULE = "vllm.entrypoints.openai.api_server"
+# `vllm serve` (see launch/vllm_serve.py for why not the api_server module)
+VLLM_COMMAND = ["-m", "launch.vllm_serve"]
 
 
 class StartupError(RuntimeError):
@@ -53,7 +54,7 @@ class VllmProcess:
     @property
     def command(self) -> list[str]:
         args = self.raw_args if self.raw_args is not None else build_vllm_args(self.settings)
-        return [sys.executable, "-m", VLLM_MODULE, *args]
+        return [sys.executable, *VLLM_COMMAND, *args]
 
     def start(self) -> None:
         env = {**os.environ, **build_vllm_env(self.settings), "PYTHONUNBUFFERED": "1"}

@@ -28,6 +28,8 @@ from loadtests.workload import BenchRequest, Workload, build_requests, load_json
 
 class BenchConfig(BaseModel):
     base_url: str = "http://127.0.0.1:8000/v1"
+    replica_urls: list[str] = Field(default_factory=list,
+                                    description="more servers (same model) sharing the load")
     api_key: str | None = None
     model: str | None = None
     workload: Workload = Field(default_factory=Workload)
@@ -72,7 +74,7 @@ def _levels(cfg: BenchConfig) -> list[tuple[int | None, float]]:
 
 
 async def _sweep(cfg: BenchConfig, model: str, source: list[BenchRequest] | None) -> list[dict]:
-    url = cfg.base_url.rstrip("/") + "/chat/completions"
+    urls = [u.rstrip("/") + "/chat/completions" for u in [cfg.base_url, *cfg.replica_urls]]
     root = cfg.base_url.rsplit("/v1", 1)[0]
     points = []
     offset = 0
@@ -88,7 +90,7 @@ async def _sweep(cfg: BenchConfig, model: str, source: list[BenchRequest] | None
         tele = Telemetry(root, api_key=cfg.api_key)
         label = f"c={conc}" if math.isinf(rate) else f"rate={rate:g}/s c={conc}"
         records, duration = await run_level(
-            url, reqs, concurrency=conc, rate=rate, burstiness=cfg.burstiness, seed=i,
+            urls, reqs, concurrency=conc, rate=rate, burstiness=cfg.burstiness, seed=i,
             api_key=cfg.api_key, warmup=warm, progress=cfg.progress, label=label,
             on_start=tele.start)
         telemetry = await tele.stop()
@@ -114,6 +116,7 @@ def run_bench(cfg: BenchConfig, command: str = "") -> dict:
         "price": price, "model": model, "quant": cfg.quant,
         "vllm_version": info.get("vllm_version"), "max_model_len": info.get("max_model_len"),
         "server_args": cfg.server_args, "base_url": cfg.base_url,
+        "replica_urls": cfg.replica_urls,
         "client_host": f"{socket.gethostname()} ({platform.machine()}, python "
                        f"{platform.python_version()})",
         "command": command or " ".join(sys.argv),

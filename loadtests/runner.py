@@ -3,7 +3,8 @@
 Arrivals: at `rate` requests/s with gamma-distributed gaps (burstiness 1.0 = Poisson), or all at
 once (rate = inf); `concurrency` caps requests in flight; both may be combined. Each request's
 TTFT/ITL/latency is timed exactly as vLLM's openai-chat client does (see metrics.py). Warm-up
-requests run first and are not recorded.
+requests run first and are not recorded. Several URLs (replicas of one server): each request
+goes to the one with the fewest requests in flight.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ class LiveProgress:
             sys.stderr.write(self.line() + "\n")
 
 
-async def run_level(url: str, requests: list[BenchRequest], *, concurrency: int | None = None,
+async def run_level(url: str | list[str], requests: list[BenchRequest], *,
+                    concurrency: int | None = None,
                     rate: float = math.inf, burstiness: float = 1.0, seed: int = 0,
                     api_key: str | None = None, warmup: list[BenchRequest] | None = None,
                     progress: bool = False, label: str = "",
@@ -112,12 +114,18 @@ async def run_level(url: str, requests: list[BenchRequest], *, concurrency: int 
     tmo = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(connector=conn, timeout=tmo, trust_env=False) as session:
         sem = asyncio.Semaphore(concurrency) if concurrency else None
+        in_flight = dict.fromkeys([url] if isinstance(url, str) else url, 0)
 
         async def limited(req: BenchRequest, prog: LiveProgress | None) -> RequestRecord:
             async with sem or contextlib.nullcontext():
                 if prog:
                     prog.sent += 1
-                rec = await send(session, url, req, headers)
+                target = min(in_flight, key=in_flight.__getitem__)  # least outstanding
+                in_flight[target] += 1
+                try:
+                    rec = await send(session, target, req, headers)
+                finally:
+                    in_flight[target] -= 1
             if prog:
                 prog.done += 1
                 prog.failed += 0 if rec.success else 1

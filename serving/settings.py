@@ -83,7 +83,8 @@ class ServeSettings(BaseModel):
 
 
 def build_vllm_args(s: ServeSettings) -> list[str]:
-    """The argument list for `python -m vllm.entrypoints.openai.api_server` (= `vllm serve`)."""
+    """The argument list for `vllm serve` (launch.supervisor runs it as `python -m
+    vllm.entrypoints.cli.main serve ...`)."""
     args = ["--model", s.model, "--host", s.host, "--port", str(s.port)]
     if s.served_model_name:
         args += ["--served-model-name", s.served_model_name]

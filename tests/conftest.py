@@ -41,7 +41,9 @@ def start_tiny_server(model_dir: Path, log_dir: Path, *extra: str, api_key: str 
 
 @pytest.fixture(scope="session")
 def vllm_server(tiny_model_dir, tmp_path_factory):
-    handle = start_tiny_server(tiny_model_dir, tmp_path_factory.mktemp("logs"))
+    # two frontends, as the GPU profiles run them: every e2e test goes through that path
+    handle = start_tiny_server(tiny_model_dir, tmp_path_factory.mktemp("logs"),
+                               "--api-server-count", "2")
     yield handle
     handle.stop()
 
