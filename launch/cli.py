@@ -48,17 +48,15 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_serve)
 
 
-def _run_serve(args: argparse.Namespace) -> int:
+def settings_from_args(args: argparse.Namespace):
+    """The ServeSettings of parsed `qvl serve` arguments. Raises ValueError (with the reason)."""
     from pydantic import ValidationError
 
-    from launch.supervisor import RestartPolicy, Supervisor
+    from serving.profiles import load_profile
     from serving.settings import ServeSettings
 
-    from serving.profiles import load_profile
-
     if not args.model and not args.profile:
-        print("qvl serve: error: pass --model DIR_OR_HUB_ID or --profile NAME", file=sys.stderr)
-        return 2
+        raise ValueError("pass --model DIR_OR_HUB_ID or --profile NAME")
     extra = args.vllm_args[1:] if args.vllm_args[:1] == ["--"] else args.vllm_args
     given = dict(
         model=args.model, served_model_name=args.served_model_name, host=args.host,
@@ -70,15 +68,20 @@ def _run_serve(args: argparse.Namespace) -> int:
         api_server_count=args.api_server_count, cpu_kv_cache_gib=args.cpu_kv_cache_gib)
     given = {k: v for k, v in given.items() if v is not None}
     try:
-        if args.profile:
-            settings = load_profile(args.profile).settings(**given)
-        else:
-            settings = ServeSettings(**given)
+        settings = load_profile(args.profile).settings(**given) if args.profile \
+            else ServeSettings(**given)
         if extra:
             settings = settings.model_copy(update={"extra_args": settings.extra_args + extra})
     except ValidationError as e:
-        print(f"qvl serve: error: invalid settings:\n{e}", file=sys.stderr)
-        return 2
+        raise ValueError(f"invalid settings:\n{e}") from e
+    return settings
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from launch.supervisor import RestartPolicy, Supervisor
+
+    try:
+        settings = settings_from_args(args)
     except ValueError as e:
         print(f"qvl serve: error: {e}", file=sys.stderr)
         return 2
@@ -138,10 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qvl", description="Qwen3-VL on vLLM: plan, serve, load-test and report.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from launch import ask_cmd, bench_cmd, plan_cmd
+    from launch import ask_cmd, bench_cmd, plan_cmd, ray_cmd
 
     for add in (_add_serve, plan_cmd.add_parser, _add_profiles, ask_cmd.add_parser,
-                bench_cmd.add_parsers, _add_tiny_model, _add_demo):
+                bench_cmd.add_parsers, ray_cmd.add_parser, _add_tiny_model, _add_demo):
         add(sub)
     return parser
 

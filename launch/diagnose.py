@@ -16,6 +16,13 @@ from serving.settings import ServeSettings
 
 # (pattern in vLLM's log, what to tell the user). Keep the message actionable.
 RULES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"current platform (\w+) does not support ray"),
+     "vLLM's {m1} build cannot run the Ray executor: serve on one node with `qvl serve` (no "
+     "--distributed-executor-backend ray), or use GPU nodes for `qvl ray`"),
+    (re.compile(r"Placement group .* infeasible|exceeds the total number of available GPUs|"
+                r"number of required GPUs exceeds", re.I),
+     "the Ray cluster has fewer GPUs than TP x PP needs: start `qvl ray worker` on the missing "
+     "nodes (`qvl ray status --address ...` shows what joined) or lower the parallel sizes"),
     (re.compile(r"address already in use", re.I),
      "port {port} on {host} is already in use: stop the other server or pass --port"),
     (re.compile(r"CUDA out of memory|OutOfMemoryError|out of memory", re.I),

