@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen --no-sync --extra $(EXTRA)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-unit browser clean help
+.PHONY: install demo test test-unit browser k8s-tools clean help
 
 help:
 	@echo "make demo   - install, start vLLM (CPU) on the tiny model, send image requests, stop"
@@ -26,7 +26,7 @@ install: .venv/.installed-$(EXTRA)
 demo: install
 	$(RUN) qvl demo
 
-test: install browser
+test: install browser k8s-tools
 	$(RUN) pytest $(PYTEST_ARGS)
 
 # headless Chromium for the report test (Debian/Ubuntu; root or sudo)
@@ -35,7 +35,16 @@ browser:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
-test-unit: install
+# kubectl (its built-in kustomize renders the k8s overlays in the tests; no cluster is used).
+# Needs kustomize >= 5 (components, labels): Debian's own kubernetes-client 1.20 is too old, so
+# this takes the `kubectl` package of the Kubernetes or Google Cloud apt repository.
+k8s-tools:
+	@command -v kubectl >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq kubectl; } \
+		|| { echo "kubectl not found: install it (https://kubernetes.io/docs/tasks/tools/)"; exit 1; }
+
+test-unit: install k8s-tools
 	$(RUN) pytest -m "not e2e" $(PYTEST_ARGS)
 
 clean:

@@ -141,10 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qvl", description="Qwen3-VL on vLLM: plan, serve, load-test and report.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from launch import ask_cmd, bench_cmd, plan_cmd, ray_cmd
+    from launch import ask_cmd, bench_cmd, k8s_cmd, plan_cmd, ray_cmd
 
     for add in (_add_serve, plan_cmd.add_parser, _add_profiles, ask_cmd.add_parser,
-                bench_cmd.add_parsers, ray_cmd.add_parser, _add_tiny_model, _add_demo):
+                bench_cmd.add_parsers, ray_cmd.add_parser, k8s_cmd.add_parser, _add_tiny_model,
+                _add_demo):
         add(sub)
     return parser
 

@@ -82,6 +82,7 @@ class CardSpec(BaseModel):
     price_source: str
     price_date: str
     measured_tflops_16: float | None = None
+    k8s_gpu_products: list[str] = []
 
     @property
     def sm(self) -> int:
