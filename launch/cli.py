@@ -35,6 +35,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="pipeline stages (nodes, usually; needs Ray: see `qvl ray`)")
     p.add_argument("--api-server-count", type=int,
                    help="frontend processes (HTTP, image decoding, HF processor)")
+    p.add_argument("--max-queued", type=int,
+                   help="requests in flight before new ones get 503 + Retry-After")
+    p.add_argument("--allowed-media-domain", action="append", dest="allowed_media_domains",
+                   help="a domain image/video URLs may point to (repeat); default: none, "
+                        "remote media URLs are refused")
+    p.add_argument("--no-guard", dest="guard", action="store_false", default=None,
+                   help="do not load qvl's guard middleware into vLLM (see SECURITY.md)")
     p.add_argument("--shutdown-timeout", type=int,
                    help="seconds in-flight requests may take to finish on SIGTERM (default 30)")
     p.add_argument("--cpu-kv-cache-gib", type=int,
@@ -65,7 +72,9 @@ def settings_from_args(args: argparse.Namespace):
         api_key=args.api_key, shutdown_timeout=args.shutdown_timeout,
         tensor_parallel_size=args.tensor_parallel_size,
         pipeline_parallel_size=args.pipeline_parallel_size,
-        api_server_count=args.api_server_count, cpu_kv_cache_gib=args.cpu_kv_cache_gib)
+        api_server_count=args.api_server_count, cpu_kv_cache_gib=args.cpu_kv_cache_gib,
+        max_queued=args.max_queued, allowed_media_domains=args.allowed_media_domains,
+        guard=args.guard)
     given = {k: v for k, v in given.items() if v is not None}
     try:
         settings = load_profile(args.profile).settings(**given) if args.profile \

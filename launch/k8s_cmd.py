@@ -38,8 +38,9 @@ def container_args(profile: str) -> tuple[str, list[str], object]:
     if prof.is_cpu:
         raise ValueError(f"profile {profile} runs on CPU: there is no GPU overlay for it")
     repo = prof.settings().model
+    # guard=False: the upstream image has no qvl (its guard needs the project image)
     s = prof.settings(model=f"/models/{repo}", served_model_name=repo, host="0.0.0.0",
-                      port=PORT)
+                      port=PORT, guard=False)
     return repo, build_vllm_args(s), s
 
 
@@ -130,7 +131,8 @@ def render_multinode() -> dict[str, str]:
     cp = plan_cluster(m["model"], m["card"], m["quant"], gpus_per_node=m["gpus_per_node"],
                       nodes=m["nodes"])
     repo = cp.settings().model
-    s = cp.settings(model=f"/models/{repo}", served_model_name=repo, host="0.0.0.0", port=PORT)
+    s = cp.settings(model=f"/models/{repo}", served_model_name=repo, host="0.0.0.0", port=PORT,
+                    guard=False)
     gpn, card = m["gpus_per_node"], find_card(m["card"])
     name = "qvl-vllm-multinode"
     env = [{"name": "VLLM_HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},

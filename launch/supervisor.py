@@ -13,10 +13,12 @@ import collections
 import os
 import signal
 import subprocess
+import tempfile
 import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 import httpx
@@ -50,6 +52,8 @@ class VllmProcess:
         self.proc: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
         self.served = False  # the HTTP server came up (clients may have been served)
+        # serving/guard.py answers 503 to new requests once this file exists (drain)
+        self.drain_file = Path(tempfile.gettempdir()) / f"qvl-drain-{os.getpid()}-{settings.port}"
 
     @property
     def command(self) -> list[str]:
@@ -57,7 +61,9 @@ class VllmProcess:
         return [sys.executable, *VLLM_COMMAND, *args]
 
     def start(self) -> None:
-        env = {**os.environ, **build_vllm_env(self.settings), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **build_vllm_env(self.settings), "PYTHONUNBUFFERED": "1",
+               "QVL_DRAIN_FILE": str(self.drain_file)}
+        self.drain_file.unlink(missing_ok=True)
         self.lines.clear()
         self.served = False
         self.proc = subprocess.Popen(
@@ -114,8 +120,10 @@ class VllmProcess:
                 time.sleep(0.5)
 
     def terminate(self) -> None:
-        """Ask vLLM to drain and stop (it waits up to --shutdown-timeout)."""
+        """Drain and stop: new requests get 503 from the guard at once, then SIGTERM makes vLLM
+        finish the in-flight ones (up to --shutdown-timeout) and exit."""
         if self.proc and self.proc.poll() is None:
+            self.drain_file.touch()
             self.proc.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
@@ -127,6 +135,7 @@ class VllmProcess:
                 pass
             self.proc.wait()
             self.join_log()
+        self.drain_file.unlink(missing_ok=True)
 
     def join_log(self) -> None:
         if self._reader:

@@ -50,6 +50,15 @@ class ServeSettings(BaseModel):
     api_server_count: int | None = Field(None, ge=1, description="frontend processes")
     async_scheduling: bool | None = None
     distributed_executor_backend: Literal["mp", "ray"] | None = None
+    # reliability and security (serving/guard.py, SECURITY.md)
+    guard: bool = Field(True, description="load qvl's ASGI guard into vLLM (--middleware)")
+    max_queued: int | None = Field(
+        None, ge=1, description="requests in flight (running + waiting) before new ones get 503 "
+                                "+ Retry-After (vLLM's --max-num-queued-reqs)")
+    allowed_media_domains: list[str] = Field(
+        default_factory=list, description="domains image/video URLs may point to; none: "
+                                          "remote media URLs are refused")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="largest image header accepted")
     extra_args: list[str] = Field(default_factory=list, description="passed to vLLM verbatim")
     # process environment
     cpu_kv_cache_gib: int | None = Field(
@@ -131,6 +140,12 @@ def build_vllm_args(s: ServeSettings) -> list[str]:
         args += ["--api-server-count", str(s.api_server_count)]
     if s.async_scheduling is not None:
         args.append("--async-scheduling" if s.async_scheduling else "--no-async-scheduling")
+    if s.max_queued:
+        args += ["--max-num-queued-reqs", str(s.max_queued)]
+    if s.allowed_media_domains:
+        args += ["--allowed-media-domains", *s.allowed_media_domains]
+    if s.guard:
+        args += ["--middleware", "serving.guard.Guard"]
     return args + list(s.extra_args)
 
 
@@ -139,6 +154,13 @@ def build_vllm_env(s: ServeSettings) -> dict[str, str]:
     env = {"HF_HUB_OFFLINE": "1"} if s.model_is_local_path() else {}
     if s.api_key:
         env["VLLM_API_KEY"] = s.api_key
+    if s.guard:
+        env["QVL_MAX_IMAGE_PIXELS"] = str(s.max_image_pixels)
+        if s.max_queued:  # the same bound, split over the frontend processes
+            env["QVL_MAX_INFLIGHT"] = str(-(-s.max_queued // (s.api_server_count or 1)))
+        env["QVL_ALLOWED_MEDIA_DOMAINS"] = ",".join(s.allowed_media_domains)
+    # a redirect could lead an allowed URL to an internal address: vLLM must not follow them
+    env["VLLM_MEDIA_URL_ALLOW_REDIRECTS"] = "0"
     if s.cpu_kv_cache_gib is not None:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(s.cpu_kv_cache_gib)
     env.update(s.env)
