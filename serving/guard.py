@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 OPEN_PATHS = ("/health", "/metrics")
 IMAGE_MIMES = {"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp"}
 CHECKED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
+ENGINE_DEAD = ("EngineCore encountered an issue", "EngineDeadError", "Engine loop is not running")
 
 
 class Rejected(Exception):
@@ -216,12 +217,28 @@ class Guard:
                 return b"".join(chunks)
 
     def _retry_after(self, send):
+        """Retry-After on 429/503; vLLM's 500 for a dead engine becomes 503 (not served, the
+        supervisor is restarting it: retry), decided on the first body chunk."""
+        held = []
+
+        def with_retry_after(message, status):
+            headers = list(message.get("headers") or [])
+            if not any(k.lower() == b"retry-after" for k, _ in headers):
+                headers.append((b"retry-after", self.cfg.retry_after.encode()))
+            return {**message, "status": status, "headers": headers}
+
         async def wrapped(message):
-            if message["type"] == "http.response.start" and message["status"] in (429, 503):
-                headers = list(message.get("headers") or [])
-                if not any(k.lower() == b"retry-after" for k, _ in headers):
-                    headers.append((b"retry-after", self.cfg.retry_after.encode()))
-                message = {**message, "headers": headers}
+            if message["type"] == "http.response.start":
+                if message["status"] == 500:
+                    held.append(message)
+                    return
+                if message["status"] in (429, 503):
+                    message = with_retry_after(message, message["status"])
+            elif held and message["type"] == "http.response.body":
+                start = held.pop()
+                if any(m.encode() in message.get("body", b"") for m in ENGINE_DEAD):
+                    start = with_retry_after(start, 503)
+                await send(start)
             await send(message)
         return wrapped
 

@@ -14,6 +14,10 @@ from dataclasses import dataclass
 import openai
 
 RETRY_STATUS = frozenset({429, 502, 503, 504})
+# vLLM's words when its engine process died under a request: the request was not served, and
+# `qvl serve` restarts the engine, so it is safe and useful to retry (a 500 or a stream's error
+# event from a server without qvl's guard, which turns these into 503)
+ENGINE_DEAD = ("EngineCore encountered an issue", "EngineDeadError", "Engine loop is not running")
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,9 @@ class RetryPolicy:
 def is_retryable(error: BaseException) -> bool:
     if isinstance(error, (openai.APIConnectionError, StreamBroken)):  # incl. APITimeoutError
         return True
-    return isinstance(error, openai.APIStatusError) and error.status_code in RETRY_STATUS
+    if isinstance(error, openai.APIStatusError) and error.status_code in RETRY_STATUS:
+        return True
+    return isinstance(error, openai.APIError) and any(m in str(error) for m in ENGINE_DEAD)
 
 
 def retry_after_seconds(error: BaseException) -> float | None:

@@ -90,3 +90,16 @@ def test_body_checks_run_before_the_app(tmp_path):
     (tmp_path / "drain").touch()
     sent = asyncio.run(_call(g, "/v1/models"))
     assert sent[0]["status"] == 503 and b"shutting down" in sent[1]["body"]
+
+
+async def _app_engine_dead(scope, receive, send):
+    await send({"type": "http.response.start", "status": 500, "headers": []})
+    await send({"type": "http.response.body",
+                "body": b'{"error":{"message":"EngineCore encountered an issue."}}'})
+
+
+def test_a_dead_engines_500_becomes_a_retryable_503():
+    sent = asyncio.run(_call(Guard(_app_engine_dead, Config({}))))
+    assert sent[0]["status"] == 503 and any(k == b"retry-after" for k, _ in sent[0]["headers"])
+    other = asyncio.run(_call(Guard(_app_503, Config({}))))  # untouched otherwise
+    assert other[0]["status"] == 503
