@@ -44,6 +44,17 @@ def container_args(profile: str) -> tuple[str, list[str], object]:
     return repo, build_vllm_args(s), s
 
 
+def gpu_placement(card) -> dict:
+    """Pod spec fields that put a pod on the card's nodes: the GPU product label that NVIDIA's
+    feature discovery sets, and the usual nvidia.com/gpu taint tolerated."""
+    return {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [{
+                    "key": "nvidia.com/gpu.product", "operator": "In",
+                    "values": card.k8s_gpu_products}]}]}}},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
+                             "effect": "NoSchedule"}]}
+
+
 def render_patch(profile: str) -> str:
     from serving.catalog import find_card
     from serving.profiles import load_profile
@@ -58,12 +69,7 @@ def render_patch(profile: str) -> str:
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "qvl-vllm"},
         "spec": {"template": {"spec": {
             "terminationGracePeriodSeconds": PRESTOP_S + s.shutdown_timeout + 15,
-            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [{"matchExpressions": [{
-                    "key": "nvidia.com/gpu.product", "operator": "In",
-                    "values": card.k8s_gpu_products}]}]}}},
-            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
-                             "effect": "NoSchedule"}],
+            **gpu_placement(card),
             "initContainers": [{"name": "download", "env": [{"name": "MODEL_ID",
                                                              "value": repo}]}],
             "containers": [{
@@ -147,11 +153,7 @@ def render_multinode() -> dict[str, str]:
            "limits": {"nvidia.com/gpu": str(gpn), "memory": "200Gi"}}
     pod = {
         "terminationGracePeriodSeconds": PRESTOP_S + s.shutdown_timeout + 15,
-        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [{"matchExpressions": [{
-                "key": "nvidia.com/gpu.product", "operator": "In",
-                "values": card.k8s_gpu_products}]}]}}},
-        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        **gpu_placement(card),
         "volumes": [{"name": "models", "persistentVolumeClaim": {"claimName": "qvl-model-cache-rwx"}},
                     {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "32Gi"}}]}
     image = "vllm/vllm-openai:v0.32.0"

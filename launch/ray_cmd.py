@@ -97,7 +97,7 @@ def wait_for_cluster(address: str, *, nodes: int | None = None, gpus: int | None
 
 def check_model_layout(model_dir: str, tp: int, pp: int) -> None:
     """TP/PP against the checkpoint's own config.json (when the model is a local directory)."""
-    from serving.parallel import ParallelError, pp_partition
+    from serving.parallel import check_shape
 
     cfg_path = Path(model_dir, "config.json")
     if not cfg_path.is_file():
@@ -106,19 +106,9 @@ def check_model_layout(model_dir: str, tp: int, pp: int) -> None:
     text, vision = cfg.get("text_config", cfg), cfg.get("vision_config", {})
     heads, kv = text.get("num_attention_heads"), text.get("num_key_value_heads")
     layers = text.get("num_hidden_layers")
-    if heads and kv and (heads % tp or (kv % tp and tp % kv)):
-        raise ParallelError(f"--tensor-parallel-size {tp} does not divide the model's {heads} "
-                            f"attention / {kv} KV heads")
-    if layers:
-        if pp > layers:
-            raise ParallelError(f"--pipeline-parallel-size {pp} exceeds the model's {layers} "
-                                "layers")
-        first = pp_partition(layers, pp, os.environ.get("VLLM_PP_LAYER_PARTITION"))[0]
-        deep = len(vision.get("deepstack_visual_indexes", []))
-        if first < deep:
-            raise ParallelError(f"the first pipeline stage gets {first} layers but deepstack "
-                                f"needs the first {deep}: fewer stages or "
-                                "VLLM_PP_LAYER_PARTITION")
+    if heads and kv and layers:
+        check_shape(heads, kv, layers, len(vision.get("deepstack_visual_indexes", [])), tp, pp,
+                    flags=True, partition=os.environ.get("VLLM_PP_LAYER_PARTITION"))
 
 
 def _serve_settings(serve_args: list[str]):
@@ -147,8 +137,8 @@ def run_head(a: argparse.Namespace) -> int:
         return 2
     gpus = a.expect_gpus if a.expect_gpus is not None else (
         settings.tensor_parallel_size * settings.pipeline_parallel_size if settings else 0)
-    env = {**os.environ, **node_env(a.node_ip, a.nccl_ifname)}
-    os.environ.update(node_env(a.node_ip, a.nccl_ifname))  # vLLM's driver runs here too
+    os.environ.update(node_env(a.node_ip, a.nccl_ifname))  # Ray's and vLLM's driver: here
+    env = dict(os.environ)
     address = f"{a.node_ip or '127.0.0.1'}:{a.port}"
     r = subprocess.run(start_args(head=True, port=a.port, num_gpus=a.num_gpus,
                                   num_cpus=a.num_cpus, node_ip=a.node_ip),

@@ -32,10 +32,11 @@ import os
 import socket
 from urllib.parse import urlsplit
 
+from qvl_client.retry import ENGINE_DEAD  # the words of vLLM's dead-engine error, kept once
+
 OPEN_PATHS = ("/health", "/metrics")
 IMAGE_MIMES = {"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp"}
 CHECKED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
-ENGINE_DEAD = ("EngineCore encountered an issue", "EngineDeadError", "Engine loop is not running")
 
 
 class Rejected(Exception):

@@ -3,7 +3,7 @@ which the planner recommends for a set of GPUs, and when splitting is slower tha
 
 Rules (checked against vLLM 0.26.0 / 0.32.0 source):
 - TP must divide the attention heads, and the KV heads or be a multiple of them
-  (`_tp_ok` in serving/planner.py);
+  (`tp_divides` in serving/planner.py);
 - PP layers are split like vLLM's `get_pp_indices` (even; the remainder goes to the stages
   before the last) unless VLLM_PP_LAYER_PARTITION says otherwise;
 - Qwen3-VL's deepstack adds visual features to the first len(deepstack_visual_indexes) language
@@ -17,7 +17,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from serving.catalog import CardSpec, ModelSpec, find_card, find_model
-from serving.planner import Plan, Workload, _tp_ok, make_plan
+from serving.planner import Plan, Workload, _tp_ok, make_plan, tp_divides
 
 # cards whose multi-GPU servers usually link GPUs over PCIe only (no NVLink / NVSwitch)
 PCIE_ONLY = {"t4", "a10g", "l4", "rtx3090", "l40s"}
@@ -43,25 +43,37 @@ def pp_partition(num_layers: int, pp: int, override: str | None = None) -> list[
     return parts
 
 
+def check_shape(heads: int, kv_heads: int, layers: int, deepstack: int, tp: int, pp: int = 1, *,
+                name: str = "the model", flags: bool = False,
+                partition: str | None = None) -> list[int]:
+    """Raise ParallelError when TP/PP cannot split this shape; return the layers per stage.
+    `flags` names the sizes as vLLM flags (for a checkpoint's config) instead of TP=/PP=."""
+    tp_s, pp_s = (f"--tensor-parallel-size {tp}", f"--pipeline-parallel-size {pp}") if flags \
+        else (f"TP={tp}", f"PP={pp}")
+    if tp < 1 or pp < 1:
+        raise ParallelError("tensor and pipeline parallel sizes must be >= 1")
+    if not tp_divides(heads, kv_heads, tp):
+        ok = [n for n in (1, 2, 4, 8, 16) if tp_divides(heads, kv_heads, n)]
+        raise ParallelError(f"{tp_s} does not divide {name}'s {heads} attention / {kv_heads} "
+                            f"KV heads; use one of {ok}")
+    if pp > layers:
+        raise ParallelError(f"{pp_s} exceeds {name}'s {layers} layers")
+    parts = pp_partition(layers, pp, partition)
+    if parts[0] < deepstack:
+        raise ParallelError(f"the first pipeline stage gets {parts[0]} layers but Qwen3-VL's "
+                            f"deepstack feeds visual features into the first {deepstack}: give "
+                            f"it >= {deepstack} (VLLM_PP_LAYER_PARTITION) or use fewer stages")
+    return parts
+
+
 def check_layout(model: str | ModelSpec, tp: int, pp: int = 1, *, gpus_per_node: int | None = None,
                  nodes: int | None = None, partition: str | None = None) -> list[int]:
     """Raise ParallelError when the layout cannot run; return the layers per stage."""
     m = model if isinstance(model, ModelSpec) else find_model(model)
     t = m.text
-    if tp < 1 or pp < 1:
-        raise ParallelError("tensor and pipeline parallel sizes must be >= 1")
-    if not _tp_ok(m, tp):
-        ok = [n for n in (1, 2, 4, 8, 16) if _tp_ok(m, n)]
-        raise ParallelError(f"TP={tp} does not divide {m.key}'s {t.num_attention_heads} "
-                            f"attention / {t.num_key_value_heads} KV heads; use one of {ok}")
-    if pp > t.num_hidden_layers:
-        raise ParallelError(f"PP={pp} exceeds {m.key}'s {t.num_hidden_layers} layers")
-    parts = pp_partition(t.num_hidden_layers, pp, partition)
-    deep = len(m.vision.deepstack_visual_indexes)
-    if parts[0] < deep:
-        raise ParallelError(f"the first pipeline stage has {parts[0]} layers but Qwen3-VL's "
-                            f"deepstack feeds visual features into the first {deep}: give it "
-                            f">= {deep} (VLLM_PP_LAYER_PARTITION) or use fewer stages")
+    parts = check_shape(t.num_attention_heads, t.num_key_value_heads, t.num_hidden_layers,
+                        len(m.vision.deepstack_visual_indexes), tp, pp, name=m.key,
+                        partition=partition)
     if gpus_per_node is not None:
         if tp > gpus_per_node:
             raise ParallelError(f"TP={tp} spans nodes of {gpus_per_node} GPUs: keep TP <= "

@@ -113,10 +113,13 @@ def _checkpoint(m: ModelSpec, q: QuantFormat) -> str:
     return repos[0].repo if repos else m.hub_id
 
 
+def tp_divides(heads: int, kv_heads: int, tp: int) -> bool:
+    """TP splits the attention heads evenly and the KV heads evenly (or replicates them)."""
+    return heads % tp == 0 and (kv_heads % tp == 0 or tp % kv_heads == 0)
+
+
 def _tp_ok(m: ModelSpec, tp: int) -> bool:
-    t = m.text
-    return t.num_attention_heads % tp == 0 and (t.num_key_value_heads % tp == 0
-                                                or tp % t.num_key_value_heads == 0)
+    return tp_divides(m.text.num_attention_heads, m.text.num_key_value_heads, tp)
 
 
 def _batched_tokens(card: CardSpec, tp: int, image_tok: int) -> int:
