@@ -19,9 +19,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-WORDS = ("image photo scene object color light shadow left right top bottom person table "
-         "window street tree car sign text number chart line shape small large red blue green "
-         "what where how many describe count read explain").split()
+from serving.checkpoint import PROMPT_WORDS as WORDS
 
 
 class Workload(BaseModel):

@@ -52,7 +52,14 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+# The load tests' synthetic prompts are drawn from these words; the tokenizer learns each as one
+# token (as the real Qwen tokenizer does), so "~50 text tokens" is 50 tokens on the server too.
+PROMPT_WORDS = ("image photo scene object color light shadow left right top bottom person table "
+                "window street tree car sign text number chart line shape small large red blue "
+                "green what where how many describe count read explain").split()
+
 _CORPUS = [
+    " " + " ".join(PROMPT_WORDS),
     "The quick brown fox jumps over the lazy dog. Describe this image in detail.",
     "A photo of a cat sitting on a mat. What is in the picture? How many objects?",
     "user assistant system You are a helpful assistant. Answer the question briefly.",
