@@ -37,11 +37,6 @@ RULES = {
     "frontend": "cards with >= 40 GiB: 4 API-server processes (image decoding and the HF "
                 "processor run in parallel frontends) and --async-scheduling (CPU scheduling "
                 "overlaps GPU steps) — vLLM 0.26.0, 0.32.0",
-    "renderer": "cards with >= 40 GiB: --renderer-num-workers 4 (each frontend preprocesses 4 "
-                "requests at once; vLLM's default of 1 thread queues a burst of images one by "
-                "one) with --mm-processor-cache-gb 0 (vLLM 0.26 refuses the processor cache with "
-                "more than one worker; 0.32 allows both, but then a re-sent image skips "
-                "preprocessing) — vLLM 0.26.0, 0.32.0",
     "pixels": "--mm-processor-kwargs max_pixels bounds both real images and the encoder's "
               "profiling run (the unbounded default profiles a 16.7 MP image) — vLLM 0.32.0",
 }
@@ -98,8 +93,6 @@ class Plan(BaseModel):
             mm_encoder_tp_mode="data" if self.tensor_parallel_size > 1 else None,
             mm_encoder_attn_backend="TORCH_SDPA" if find_card(self.card).sm < 80 else None,
             api_server_count=4 if self._big_card() else None,
-            renderer_num_workers=4 if self._big_card() else None,
-            mm_processor_cache_gb=0 if self._big_card() else None,
             async_scheduling=True if self._big_card() else None)
         fields.update(overrides)
         return ServeSettings(**fields)
@@ -184,7 +177,7 @@ def _plan_at(m: ModelSpec, c: CardSpec, q: QuantFormat, tp: int, want_len: int |
     if tp > 1:
         rules.append(RULES["mm_tp"])
     if c.memory_gib >= 40:
-        rules += [RULES["frontend"], RULES["renderer"]]
+        rules.append(RULES["frontend"])
     checkpoint = _checkpoint(m, q)
     if q.bits < 8 and checkpoint == m.hub_id:
         rules.append(f"no known {q.key} checkpoint of {m.key}: quantize {m.hub_id} (GPTQModel, "

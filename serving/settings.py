@@ -48,11 +48,6 @@ class ServeSettings(BaseModel):
     mm_encoder_attn_backend: str | None = None
     load_format: str | None = None
     api_server_count: int | None = Field(None, ge=1, description="frontend processes")
-    renderer_num_workers: int | None = Field(
-        None, ge=1, description="threads per frontend for chat template, tokenizer and image "
-                                "preprocessing (vLLM's default 1 runs them one request at a time)")
-    mm_processor_cache_gb: float | None = Field(
-        None, ge=0, description="vLLM's multimodal processor cache per process (0: off)")
     async_scheduling: bool | None = None
     distributed_executor_backend: Literal["mp", "ray"] | None = None
     # reliability and security (serving/guard.py, SECURITY.md)
@@ -143,10 +138,6 @@ def build_vllm_args(s: ServeSettings) -> list[str]:
         args += ["--load-format", s.load_format]
     if s.api_server_count and s.api_server_count > 1:
         args += ["--api-server-count", str(s.api_server_count)]
-    if s.renderer_num_workers and s.renderer_num_workers > 1:
-        args += ["--renderer-num-workers", str(s.renderer_num_workers)]
-    if s.mm_processor_cache_gb is not None:
-        args += ["--mm-processor-cache-gb", f"{s.mm_processor_cache_gb:g}"]
     if s.async_scheduling is not None:
         args.append("--async-scheduling" if s.async_scheduling else "--no-async-scheduling")
     if s.max_queued:

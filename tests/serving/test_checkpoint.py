@@ -52,3 +52,17 @@ def test_real_shape_without_weights(tmp_path):
     assert cfg["text_config"]["num_hidden_layers"] == 36
     assert cfg["text_config"]["num_key_value_heads"] == 8
     assert cfg["image_token_id"] == 151655 and cfg["text_config"]["vocab_size"] == 151936
+
+
+def test_load_test_prompts_are_one_token_per_word():
+    """The workload's "~N text tokens" must be N tokens on the server too (the real Qwen
+    tokenizer has these common words as single tokens; the generated one learns them)."""
+    from loadtests.workload import Workload, build_requests
+    from serving.checkpoint import build_tokenizer
+
+    for real_vocab in (False, True):
+        tok, _ = build_tokenizer(real_vocab)
+        for req in build_requests(Workload(images_per_request=0, text_tokens=50), "m", 5):
+            prompt = req.body["messages"][0]["content"][-1]["text"]
+            assert len(prompt.split()) == 50
+            assert 50 <= len(tok(prompt)["input_ids"]) <= 52, prompt
