@@ -29,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from loadtests.gpu_compare import configs, override, start_engines
+from loadtests.gpu_compare import configs, override, start_engines, stop_all
 
 
 def probes(c: int) -> list[tuple[str, dict, int]]:
@@ -174,12 +174,7 @@ def main(argv=None) -> int:
         print(f"{tag}: FAILED: {type(e).__name__}: {e}", flush=True)
     finally:
         (out / f"{tag}-breakdown.json").write_text(json.dumps(result, indent=1))
-        for proc in procs:
-            proc.terminate()
-        time.sleep(5)
-        for proc in procs:
-            proc.kill()
-            proc.log_file.close()
+        stop_all(procs)
     return 0
 
 

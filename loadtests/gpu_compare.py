@@ -12,6 +12,11 @@ write one result JSON, stop. Run on the GPU machine:
 
 A variant is NAME=ARGS: vLLM arguments that replace the profile's value of the same flag (or
 are added), and `@engines=N` for N engines sharing the GPU.
+
+Between device calls the same configuration moves by ~10 % (a shared machine; levels of 3 x c
+requests). `--interleave ROUNDS` starts every configuration at once, each with a share of the
+GPU's memory (`--memory-shares`, default equal), and sweeps them in turn ROUNDS times, one result JSON per configuration and
+round and a ratio per round — a drift then hits both sides of a comparison alike.
 """
 
 from __future__ import annotations
@@ -107,6 +112,108 @@ def _value(args: list[str], flag: str) -> str | None:
     return args[args.index(flag) + 1] if flag in args else None
 
 
+def _levels(a, name: str) -> list[int]:
+    if name.startswith("vllm-defaults") and a.defaults_concurrency:
+        return [int(c) for c in a.defaults_concurrency.split(",")]
+    return [int(c) for c in a.concurrency.split(",")]
+
+
+def _base(a, name: str, args: list[str], quant: str | None, ports: list[int]) -> dict:
+    urls = [f"http://127.0.0.1:{p}/v1" for p in ports]
+    return dict(base_url=urls[0], replica_urls=urls[1:], model="m", card=a.card, quant=quant,
+                label="measured", server_args=args, progress=False,
+                name=f"{a.card}-{a.shape}-{name}", gpus=a.tp)
+
+
+def _warm(base: dict, levels: list[int]) -> None:
+    """JIT kernels and CUDA graphs for the batch sizes the sweep will use."""
+    from loadtests.bench import BenchConfig, run_bench
+
+    run_bench(BenchConfig(**base, concurrency=[max(levels)], prompts_per_level=2 * max(levels),
+                          warmup=8))
+
+
+def sweep(base: dict, name: str, levels: list[int], engines: int, a, command: str,
+          path: Path) -> dict:
+    """Run the levels one by one; the JSON is written after every level, so a run cut short by
+    a time limit keeps what it measured."""
+    from loadtests.bench import BenchConfig, run_bench, write_result
+    from loadtests.cost import cost_at_slo
+    from loadtests.metrics import format_point
+
+    merged = None
+    for c in levels:
+        r = run_bench(BenchConfig(**base, concurrency=[c], warmup=4,
+                                  prompts_per_level=max(64, a.prompts_factor * c)),
+                      command=command)
+        p = r["points"][0]
+        t = p["telemetry"]
+        print(f"{name} {format_point(p)} | server queue/prefill/ttft "
+              f"{t.get('queue_mean_ms', 0):.0f}/{t.get('prefill_mean_ms', 0):.0f}/"
+              f"{t.get('server_ttft_mean_ms', 0):.0f} ms | cpu " + ", ".join(
+                  f"{x['process'][:22]} {x['cores']}c/{x['busiest_thread_pct']:.0f}%"
+                  for x in t.get("process_cpu", [])[:6]), flush=True)
+        if merged is None:
+            merged = r
+            merged["meta"]["engines_per_gpu"] = engines
+        else:
+            merged["points"] += r["points"]
+        price = merged["meta"]["price"]["price_hour"] if merged["meta"]["price"] else None
+        merged["cost"] = cost_at_slo(merged["points"], merged["slo_ms"], price, a.tp)
+        write_result(merged, path)
+    return merged or {}
+
+
+def interleaved(runs, settings, a, out: Path, command: str) -> int:
+    """All configurations up at once on the one GPU, each with an equal share of its memory
+    (KV-cache room is not what binds at these loads), then `a.interleave` rounds, each sweeping
+    every configuration in turn: drift of the shared machine hits all of them alike, and each
+    round gives its own ratio."""
+    if any(engines > 1 for *_, engines in runs):
+        raise SystemExit("--interleave takes one engine per configuration")
+    shares = [float(x) for x in a.memory_shares.split(",")] if getattr(a, "memory_shares", "") \
+        else [0.9 / len(runs)] * len(runs)
+    if len(shares) != len(runs) or sum(shares) > 0.95:
+        raise SystemExit(f"--memory-shares: one fraction per configuration ({len(runs)}: "
+                         f"{', '.join(r[0] for r in runs)}), at most 0.95 in all")
+    procs: list = []
+    up = []
+    try:
+        for i, ((name, args, quant, _), share) in enumerate(zip(runs, shares)):
+            port = a.port + 10 * i
+            args = override(args, ["--port", str(port), "--gpu-memory-utilization",
+                                   f"{share:.3f}"])
+            t0 = time.monotonic()
+            start_engines(settings, args, 1, port, out, name, procs)
+            base = _base(a, name, args, quant, [port])
+            _warm(base, _levels(a, name))
+            print(f"{name}: ready and warm in {time.monotonic() - t0:.0f} s "
+                  f"(memory share {share:.3f})", flush=True)
+            up.append((name, base))
+        for r in range(1, a.interleave + 1):
+            at_slo = {}
+            for name, base in up:
+                res = sweep(base, name, _levels(a, name), 1, a, command,
+                            out / f"{name}-round{r}.json")
+                at_slo[name] = res.get("cost", {}).get("images_per_gpu_hour")
+            ref = next((v for k, v in at_slo.items() if k.startswith("vllm-defaults")), None)
+            print(f"round {r} images/GPU-hour at SLO: " + ", ".join(
+                f"{k} {v or 0:,.0f}" + (f" ({v / ref:.2f}x)" if v and ref else "")
+                for k, v in at_slo.items()), flush=True)
+    finally:
+        stop_all(procs)
+    return 0
+
+
+def stop_all(procs: list) -> None:
+    for proc in procs:
+        proc.terminate()
+    time.sleep(5)
+    for proc in procs:
+        proc.kill()
+        proc.log_file.close()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="8b")
@@ -121,17 +228,20 @@ def main(argv=None) -> int:
     ap.add_argument("--pixel-budget", type=int, default=0, help="also run with this max_pixels")
     ap.add_argument("--variant", action="append", default=[], help="NAME='vLLM args' (above)")
     ap.add_argument("--only", default="", help="comma-separated name prefixes to run")
+    ap.add_argument("--interleave", type=int, default=0, metavar="ROUNDS",
+                    help="start all configurations at once (memory split evenly) and sweep "
+                         "them in turn, ROUNDS times")
+    ap.add_argument("--memory-shares", default="",
+                    help="with --interleave: GPU memory fraction per configuration, in order "
+                         "(default: 0.9 split evenly). The defaults' max_model_len of 262,144 "
+                         "needs a KV cache that large: give them ~0.5 on a 141 GB card")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
-    from loadtests.bench import BenchConfig, run_bench, write_result
-    from loadtests.cost import cost_at_slo
-    from loadtests.metrics import format_point
     from serving.checkpoint import write_checkpoint
 
     ckpt = f"/tmp/qvl-{a.shape}-nowts"
     if not Path(ckpt, "config.json").exists():
         write_checkpoint(ckpt, a.shape, weights=False)
-    concs = [int(c) for c in a.concurrency.split(",")]
     port = a.port
     runs, settings = configs(a.shape, a.card, a.quant, ckpt, port, a.pixel_budget or None,
                              a.variant, a.tp)
@@ -141,55 +251,26 @@ def main(argv=None) -> int:
         runs = [r for r in runs if r[0].startswith(keep) or r[0].removeprefix(tag)
                 .startswith(keep)]
     out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
     command = f"python -m loadtests.gpu_compare {shlex.join(argv or sys.argv[1:])}"
+    if a.interleave:
+        return interleaved(runs, settings, a, out, command)
     for name, args, quant, engines in runs:
-        levels = [int(c) for c in a.defaults_concurrency.split(",")] \
-            if name == "vllm-defaults" and a.defaults_concurrency else concs
+        levels = _levels(a, name)
         t0 = time.monotonic()
         procs = []
         try:
             start_engines(settings, args, engines, port, out, name, procs)
             print(f"{name}: {engines} engine(s) ready in {time.monotonic() - t0:.0f} s",
                   flush=True)
-            urls = [f"http://127.0.0.1:{port + i}/v1" for i in range(engines)]
-            base = dict(base_url=urls[0], replica_urls=urls[1:], model="m", card=a.card,
-                        quant=quant, label="measured", server_args=args, progress=False,
-                        name=f"{a.card}-{a.shape}-{name}", gpus=a.tp)
-            # warm-up: JIT kernels and CUDA graphs for the batch sizes the sweep will use
-            run_bench(BenchConfig(**base, concurrency=[max(levels)], prompts_per_level=
-                                  2 * max(levels), warmup=8))
+            base = _base(a, name, args, quant, [port + i for i in range(engines)])
+            _warm(base, levels)
             print(f"{name}: warm after {time.monotonic() - t0:.0f} s", flush=True)
-            merged = None
-            for c in levels:
-                r = run_bench(BenchConfig(**base, concurrency=[c], warmup=4,
-                                          prompts_per_level=max(64, a.prompts_factor * c)),
-                              command=command)
-                p = r["points"][0]
-                t = p["telemetry"]
-                print(f"{name} {format_point(p)} | server queue/prefill/ttft "
-                      f"{t.get('queue_mean_ms', 0):.0f}/{t.get('prefill_mean_ms', 0):.0f}/"
-                      f"{t.get('server_ttft_mean_ms', 0):.0f} ms | cpu " + ", ".join(
-                          f"{x['process'][:22]} {x['cores']}c/{x['busiest_thread_pct']:.0f}%"
-                          for x in t.get("process_cpu", [])[:6]), flush=True)
-                if merged is None:
-                    merged = r
-                    merged["meta"]["engines_per_gpu"] = engines
-                else:
-                    merged["points"] += r["points"]
-                # written after every level: a run cut short by a time limit keeps its levels
-                price = merged["meta"]["price"]["price_hour"] if merged["meta"]["price"] \
-                    else None
-                merged["cost"] = cost_at_slo(merged["points"], merged["slo_ms"], price, a.tp)
-                write_result(merged, out / f"{name}.json")
+            sweep(base, name, levels, engines, a, command, out / f"{name}.json")
         except Exception as e:  # noqa: BLE001 - one configuration failing must not stop the rest
             print(f"{name}: FAILED: {type(e).__name__}: {e}", flush=True)
         finally:
-            for proc in procs:
-                proc.terminate()
-            time.sleep(5)
-            for proc in procs:
-                proc.kill()
-                proc.log_file.close()
+            stop_all(procs)
     return 0
 
 

@@ -136,3 +136,68 @@ def test_process_cpu_sees_a_busy_process_and_its_busiest_thread():
         busy.kill()
     assert [r["pid"] for r in rows] == [busy.pid]
     assert rows[0]["cores"] > 0.5 and rows[0]["busiest_thread_pct"] > 50
+
+
+def test_interleaved_rounds_share_the_gpu_and_alternate(monkeypatch, tmp_path, capsys):
+    """--interleave: every configuration up at once on its own port with an equal memory share,
+    then rounds that sweep each configuration in turn, one JSON per configuration and round.
+    (Starting vLLM and the sweeps themselves are the plain mode's, run on the GPU machine.)"""
+    import argparse
+
+    from loadtests import gpu_compare as gc
+
+    started, swept = [], []
+    monkeypatch.setattr(gc, "start_engines", lambda settings, args, engines, port, out, name,
+                        procs: started.append((name, port, args)))
+    monkeypatch.setattr(gc, "_warm", lambda base, levels: None)
+
+    def fake_sweep(base, name, levels, engines, a, command, path):
+        swept.append((name, tuple(levels), base["base_url"], path.name))
+        return {"cost": {"images_per_gpu_hour": 90_000 if "planner" in name else 60_000}}
+
+    monkeypatch.setattr(gc, "sweep", fake_sweep)
+    runs, settings = configs("8b", "h200", "fp8", "/ckpt", 8000, None)
+    a = argparse.Namespace(interleave=2, port=8000, card="h200", shape="8b", tp=1,
+                           concurrency="64,96", defaults_concurrency="48,64", memory_shares="")
+    assert gc.interleaved(runs, settings, a, tmp_path, "cmd") == 0
+    assert [(n, p) for n, p, _ in started] == [("vllm-defaults", 8000), ("planner-fp8", 8010)]
+    for _, port, args in started:
+        assert args[args.index("--port") + 1] == str(port)
+        assert args[args.index("--gpu-memory-utilization") + 1] == "0.450"
+        assert args.count("--gpu-memory-utilization") == 1
+    assert swept == [
+        ("vllm-defaults", (48, 64), "http://127.0.0.1:8000/v1", "vllm-defaults-round1.json"),
+        ("planner-fp8", (64, 96), "http://127.0.0.1:8010/v1", "planner-fp8-round1.json"),
+        ("vllm-defaults", (48, 64), "http://127.0.0.1:8000/v1", "vllm-defaults-round2.json"),
+        ("planner-fp8", (64, 96), "http://127.0.0.1:8010/v1", "planner-fp8-round2.json")]
+    out = capsys.readouterr().out
+    assert out.count("planner-fp8 90,000 (1.50x)") == 2
+
+
+def test_interleaved_memory_shares_are_checked(tmp_path):
+    import argparse
+
+    from loadtests import gpu_compare as gc
+
+    runs, settings = configs("8b", "h200", "fp8", "/ckpt", 8000, None)
+    for shares in ("0.5", "0.6,0.5"):
+        a = argparse.Namespace(interleave=1, port=8000, memory_shares=shares)
+        with pytest.raises(SystemExit, match="one fraction per configuration .*at most 0.95"):
+            gc.interleaved(runs, settings, a, tmp_path, "cmd")
+
+
+def test_interleaved_memory_shares_go_to_each_configuration(monkeypatch, tmp_path):
+    import argparse
+
+    from loadtests import gpu_compare as gc
+
+    started = []
+    monkeypatch.setattr(gc, "start_engines", lambda settings, args, engines, port, out, name,
+                        procs: started.append(args[args.index("--gpu-memory-utilization") + 1]))
+    monkeypatch.setattr(gc, "_warm", lambda base, levels: None)
+    monkeypatch.setattr(gc, "sweep", lambda *a, **k: {})
+    runs, settings = configs("8b", "h200", "fp8", "/ckpt", 8000, None)
+    a = argparse.Namespace(interleave=1, port=8000, card="h200", shape="8b", tp=1,
+                           concurrency="64", defaults_concurrency="", memory_shares="0.5,0.4")
+    gc.interleaved(runs, settings, a, tmp_path, "cmd")
+    assert started == ["0.500", "0.400"]
