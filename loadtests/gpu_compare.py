@@ -15,8 +15,8 @@ are added), and `@engines=N` for N engines sharing the GPU.
 
 Between device calls the same configuration moves by ~10 % (a shared machine; levels of 3 x c
 requests). `--interleave ROUNDS` starts every configuration at once, each with a share of the
-GPU's memory (`--memory-shares`, default equal), and sweeps them in turn ROUNDS times, one result JSON per configuration and
-round and a ratio per round — a drift then hits both sides of a comparison alike.
+GPU's memory (`--memory-shares`, default equal), and sweeps them in turn ROUNDS times: one
+result JSON per configuration and round, a ratio per round — drift hits both sides alike.
 """
 
 from __future__ import annotations
@@ -165,10 +165,10 @@ def sweep(base: dict, name: str, levels: list[int], engines: int, a, command: st
 
 
 def interleaved(runs, settings, a, out: Path, command: str) -> int:
-    """All configurations up at once on the one GPU, each with an equal share of its memory
-    (KV-cache room is not what binds at these loads), then `a.interleave` rounds, each sweeping
-    every configuration in turn: drift of the shared machine hits all of them alike, and each
-    round gives its own ratio."""
+    """All configurations up at once on the one GPU, each with its share of the memory (KV-cache
+    room is not what binds at these loads; the share is the one flag changed), then
+    `a.interleave` rounds, each sweeping every configuration in turn: drift of the shared
+    machine hits all of them alike, and each round gives its own ratio."""
     if any(engines > 1 for *_, engines in runs):
         raise SystemExit("--interleave takes one engine per configuration")
     shares = [float(x) for x in a.memory_shares.split(",")] if getattr(a, "memory_shares", "") \

@@ -14,7 +14,7 @@ def test_probes_isolate_encoder_prefill_and_decode():
     by_name = {name: fields for name, fields, _ in probes(128)}
     assert by_name["full"] == {}
     assert by_name["prefill+vit"] == {"output_tokens": 1}
-    assert by_name["prefill"]["images_per_request"] == 0 and by_name["prefill"]["output_tokens"] == 1
+    assert by_name["prefill"] == {"images_per_request": 0, "output_tokens": 1}
     assert by_name["decode"] == {"images_per_request": 0}
     assert {c for _, _, c in probes(96)} == {96}
 
