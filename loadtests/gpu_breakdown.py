@@ -30,6 +30,7 @@ from pathlib import Path
 import httpx
 
 from loadtests.gpu_compare import configs, override, start_engines, stop_all
+from loadtests.memory_check import CKPT_ROOT, checkpoint_for
 
 
 def probes(c: int) -> list[tuple[str, dict, int]]:
@@ -76,7 +77,7 @@ def summarize_trace(path: Path, top: int = 25) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _profile(root: str, prof_dir: Path, delay: float, seconds: float, log: list) -> None:
+def _profile(root: str, delay: float, seconds: float, log: list) -> None:
     try:
         time.sleep(delay)
         with httpx.Client(timeout=300) as c:
@@ -102,11 +103,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     from loadtests.bench import BenchConfig, run_bench
     from loadtests.workload import Workload
-    from serving.checkpoint import write_checkpoint
-
-    ckpt = f"/tmp/qvl-{a.shape}-nowts"
-    if not Path(ckpt, "config.json").exists():
-        write_checkpoint(ckpt, a.shape, weights=False)
+    ckpt = str(checkpoint_for(a.shape, "bf16", CKPT_ROOT))
     runs, settings = configs(a.shape, a.card, a.quant, ckpt, a.port, None)
     name, args, quant, _ = next(r for r in runs if r[0].startswith(a.config))
     args = override(args, shlex.split(a.args))
@@ -157,7 +154,7 @@ def main(argv=None) -> int:
             log: list = []
             n = a.prompts_factor * a.concurrency  # images are drawn before the clock starts
             th = threading.Thread(target=_profile, args=(
-                base["base_url"].rsplit("/v1", 1)[0], prof_dir, 8.0 + 0.04 * n, 2.0, log))
+                base["base_url"].rsplit("/v1", 1)[0], 8.0 + 0.04 * n, 2.0, log))
             th.start()
             run_bench(BenchConfig(**base, concurrency=[a.concurrency], warmup=0,
                                   prompts_per_level=n))

@@ -237,11 +237,9 @@ def main(argv=None) -> int:
                          "needs a KV cache that large: give them ~0.5 on a 141 GB card")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
-    from serving.checkpoint import write_checkpoint
+    from loadtests.memory_check import CKPT_ROOT, checkpoint_for
 
-    ckpt = f"/tmp/qvl-{a.shape}-nowts"
-    if not Path(ckpt, "config.json").exists():
-        write_checkpoint(ckpt, a.shape, weights=False)
+    ckpt = str(checkpoint_for(a.shape, "bf16", CKPT_ROOT))  # random weights: --load-format dummy
     port = a.port
     runs, settings = configs(a.shape, a.card, a.quant, ckpt, port, a.pixel_budget or None,
                              a.variant, a.tp)

@@ -44,6 +44,9 @@ def parse_log(lines: list[str]) -> dict:
     return out
 
 
+CKPT_ROOT = Path("/tmp/qvl-ckpt")  # the generated configs (no weights) the GPU tools serve
+
+
 def checkpoint_for(shape: str, quant: str, root: Path) -> Path:
     from serving.checkpoint import write_checkpoint
 
@@ -127,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cases", required=True, help="comma list of shape:quant:card")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--ckpt-root", default="/tmp/qvl-ckpt")
+    ap.add_argument("--ckpt-root", default=str(CKPT_ROOT))
     ap.add_argument("--log-dir", default="/tmp/qvl-logs")
     a = ap.parse_args(argv)
     root, logs = Path(a.ckpt_root), Path(a.log_dir)

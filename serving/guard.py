@@ -34,6 +34,8 @@ from urllib.parse import urlsplit
 
 from qvl_client.retry import ENGINE_DEAD  # the words of vLLM's dead-engine error, kept once
 
+from serving.settings import DEFAULT_MAX_IMAGE_PIXELS
+
 OPEN_PATHS = ("/health", "/metrics")
 IMAGE_MIMES = {"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp"}
 CHECKED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
@@ -122,7 +124,7 @@ class Config:
         self.drain_file = env.get("QVL_DRAIN_FILE", "")
         self.max_body = int(float(env.get("QVL_MAX_BODY_MB", "64")) * 2**20)
         self.max_n = int(env.get("QVL_MAX_N", "4"))
-        self.max_image_pixels = int(env.get("QVL_MAX_IMAGE_PIXELS", str(40_000_000)))
+        self.max_image_pixels = int(env.get("QVL_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_IMAGE_PIXELS)))
         self.domains = [d.strip().lower() for d in env.get("QVL_ALLOWED_MEDIA_DOMAINS",
                                                              "").split(",") if d.strip()]
         self.retry_after = env.get("QVL_RETRY_AFTER_S", "2")

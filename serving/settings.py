@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # the guard's bound on an image header (serving/guard.py)
+
 Dtype = Literal["auto", "half", "float16", "bfloat16", "float", "float32"]
 
 
@@ -58,7 +60,8 @@ class ServeSettings(BaseModel):
     allowed_media_domains: list[str] = Field(
         default_factory=list, description="domains image/video URLs may point to; none: "
                                           "remote media URLs are refused")
-    max_image_pixels: int = Field(40_000_000, ge=1, description="largest image header accepted")
+    max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, ge=1,
+                                  description="largest image header accepted")
     extra_args: list[str] = Field(default_factory=list, description="passed to vLLM verbatim")
     # process environment
     cpu_kv_cache_gib: int | None = Field(
