@@ -59,9 +59,13 @@ def render_patch(profile: str) -> str:
     from serving.catalog import find_card
     from serving.profiles import load_profile
 
+    from serving.settings import runner_env
+
     prof = load_profile(profile)
     card = find_card(prof.card)
     repo, args, s = container_args(profile)
+    # merged by name into the base's env (strategic merge): what vLLM reads only from there
+    env = [{"name": k, "value": v} for k, v in runner_env(s).items()]
     gpus = s.tensor_parallel_size * s.pipeline_parallel_size
     frontends = s.api_server_count or 1
     memory = f"{16 + 4 * (frontends + 1)}Gi"  # engine + 4 GiB mm cache per process
@@ -73,7 +77,7 @@ def render_patch(profile: str) -> str:
             "initContainers": [{"name": "download", "env": [{"name": "MODEL_ID",
                                                              "value": repo}]}],
             "containers": [{
-                "name": "vllm", "args": args,
+                "name": "vllm", "args": args, **({"env": env} if env else {}),
                 "resources": {
                     "requests": {"nvidia.com/gpu": str(gpus), "cpu": str(2 + 2 * frontends),
                                  "memory": memory},

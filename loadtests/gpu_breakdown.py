@@ -88,6 +88,11 @@ def _profile(root: str, delay: float, seconds: float, log: list) -> None:
         log.append(f"profiler: {e}")
 
 
+def _probe_read(probe_dir: Path):
+    from loadtests.encoder_probe import read
+    return read(probe_dir)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="8b")
@@ -98,6 +103,8 @@ def main(argv=None) -> int:
     ap.add_argument("--concurrency", type=int, default=128)
     ap.add_argument("--prompts-factor", type=int, default=3)
     ap.add_argument("--profile", action="store_true", help="torch profile of `full`")
+    ap.add_argument("--encoder-probe", action="store_true",
+                    help="time the vision encoder inside the server (loadtests.encoder_probe)")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
@@ -114,6 +121,14 @@ def main(argv=None) -> int:
         args = override(args, ["--profiler-config", json.dumps(
             {"profiler": "torch", "torch_profiler_dir": str(prof_dir),
              "torch_profiler_with_stack": False, "ignore_frontend": True})])
+    probe_dir = out / "encoder-probe"
+    if a.encoder_probe:
+        import os
+
+        from loadtests import encoder_probe
+        ep = encoder_probe.install("/tmp/qvl-encoder-probe-ep")
+        os.environ["PYTHONPATH"] = f"{ep}:{os.environ.get('PYTHONPATH', '')}"
+        os.environ[encoder_probe.ENV] = str(probe_dir)
     tag = f"{name}{'-' + a.args.replace(' ', '').replace('--', '_') if a.args else ''}"
     procs: list = []
     result = {"config": name, "server_args": args, "concurrency": a.concurrency, "probes": {}}
@@ -129,9 +144,16 @@ def main(argv=None) -> int:
         for probe, fields, c in probes(a.concurrency):
             if probe == "prefill":  # same prompt length as `full`, text only
                 fields = dict(fields, text_tokens=max(1, prompt_tokens - 12))
+            before = _probe_read(probe_dir)
             r = run_bench(BenchConfig(**base, workload=Workload(**fields), concurrency=[c],
                                       warmup=4, prompts_per_level=a.prompts_factor * c))
             p = r["points"][0]
+            if a.encoder_probe and probe != "prefill" and probe != "decode":
+                time.sleep(1.5)  # the probe writes at most once a second
+                from loadtests.encoder_probe import per_image
+                enc = per_image(before, _probe_read(probe_dir))
+                result.setdefault("encoder_probe", {})[probe] = enc
+                print(f"{tag} {probe:12s} encoder per image (ms): {enc}", flush=True)
             if probe == "full":
                 prompt_tokens = round(p["total_input_tokens"] / p["completed"])
             result["probes"][probe] = {

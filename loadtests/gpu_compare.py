@@ -11,7 +11,8 @@ write one result JSON, stop. Run on the GPU machine:
         --variant 'two=@engines=2'
 
 A variant is NAME=ARGS: vLLM arguments that replace the profile's value of the same flag (or
-are added), and `@engines=N` for N engines sharing the GPU.
+are added), `@engines=N` for N engines sharing the GPU, and `@env=KEY=VALUE` for an environment
+variable of the server (e.g. `@env=VLLM_USE_V2_MODEL_RUNNER=0`; kept in the recorded args).
 
 Between device calls the same configuration moves by ~10 % (a shared machine; levels of 3 x c
 requests). `--interleave ROUNDS` starts every configuration at once, each with a share of the
@@ -29,17 +30,20 @@ from pathlib import Path
 
 
 def override(args: list[str], extra: list[str]) -> list[str]:
-    """`args` with each `--flag [value]` of `extra` replacing the same flag (or appended)."""
+    """`args` with each `--flag [value]` of `extra` replacing the same flag (or appended);
+    an `@env=KEY=VALUE` token replaces the same KEY's."""
     def split(a: list[str]) -> list[list[str]]:
         out: list[list[str]] = []
         for tok in a:
-            if tok.startswith("--") or not out:
+            if tok.startswith(("--", "@")) or not out:
                 out.append([tok])
             else:
                 out[-1].append(tok)
         return out
 
     def key(flag: str) -> str:
+        if flag.startswith("@env="):
+            return flag.split("=", 2)[1]
         return flag.split("=", 1)[0].removeprefix("--").removeprefix("no-")
 
     new = split(extra)
@@ -59,26 +63,41 @@ def parse_variant(spec: str) -> tuple[str, list[str], int]:
     return name, toks, engines
 
 
+def split_env(args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """vLLM's arguments and the server environment of `@env=KEY=VALUE` tokens."""
+    env = dict(t.removeprefix("@env=").split("=", 1) for t in args if t.startswith("@env="))
+    return [t for t in args if not t.startswith("@env=")], env
+
+
+def _with_env(settings) -> list[str]:
+    """vLLM's arguments of `settings` plus `@env=` tokens for what vLLM reads only from the
+    environment (the model runner): the servers start from bare settings, so the plan's
+    environment must travel with its arguments (and so is recorded with them)."""
+    from serving.settings import build_vllm_args, runner_env
+
+    return build_vllm_args(settings) + [f"@env={k}={v}" for k, v in runner_env(settings).items()]
+
+
 def configs(shape: str, card: str, quant: str, ckpt: str, port: int, pixels: int | None,
             variants: list[str] = (), tp: int = 1):
     """[(name, vLLM args, quant, engines)] and the base settings."""
     from serving.planner import make_plan
-    from serving.settings import ServeSettings, build_vllm_args
+    from serving.settings import ServeSettings
 
     base = ["--model", ckpt, "--load-format", "dummy", "--served-model-name", "m",
             "--host", "127.0.0.1", "--port", str(port)]
     plan = make_plan(shape, card, quant, tp=tp)
-    planned = build_vllm_args(plan.settings(model=ckpt, load_format="dummy",
-                                            served_model_name="m", port=port))
+    # the scratch checkpoint holds BF16 weights: an FP8 plan quantizes them at load time
+    planned = _with_env(plan.settings(model=ckpt, load_format="dummy", bf16_weights=True,
+                                      served_model_name="m", port=port))
     if tp > 1:
         base += ["--tensor-parallel-size", str(tp)]
     tag = f"{quant}-tp{tp}" if tp > 1 else quant
     out = [("vllm-defaults" + (f"-tp{tp}" if tp > 1 else ""), base, None, 1),
            (f"planner-{tag}", planned, quant, 1)]
     if pixels:
-        budget = build_vllm_args(plan.settings(model=ckpt, load_format="dummy",
-                                               served_model_name="m", port=port,
-                                               max_pixels=pixels))
+        budget = _with_env(plan.settings(model=ckpt, load_format="dummy", bf16_weights=True,
+                                         served_model_name="m", port=port, max_pixels=pixels))
         out.append((f"planner-{tag}-pixels{pixels}", budget, quant, 1))
     for spec in variants:
         name, extra, engines = parse_variant(spec)
@@ -93,6 +112,9 @@ def start_engines(settings, args: list[str], engines: int, port: int, out: Path,
     Started processes are appended to `procs` as they start (the caller stops them)."""
     from launch.supervisor import VllmProcess
 
+    args, env = split_env(args)
+    if env:
+        settings = settings.model_copy(update={"env": {**settings.env, **env}})
     for i in range(engines):
         a = args
         if engines > 1:

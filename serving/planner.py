@@ -37,6 +37,18 @@ RULES = {
     "frontend": "cards with >= 40 GiB: 4 API-server processes (image decoding and the HF "
                 "processor run in parallel frontends) and --async-scheduling (CPU scheduling "
                 "overlaps GPU steps) — vLLM 0.26.0, 0.32.0",
+    "frontend_h": "sm >= 90 with >= 75 GiB (H100, H200): 8 API-server processes — measured on "
+                  "H200 with vLLM 0.26.0 (loadtests/results, 8 vs 4 frontends)",
+    "encoder_graphs": "sm >= 90 with >= 75 GiB, TP=1: CUDA graphs for the vision encoder "
+                      "(--compilation-config cudagraph_mm_encoder, token budgets of whole "
+                      "images of the workload up to max_num_batched_tokens), which needs vLLM's "
+                      "V1 model runner (VLLM_USE_V2_MODEL_RUNNER=0): run eagerly, the encoder "
+                      "is bound by kernel launches (H200, vLLM 0.26.0: 7.7 ms of engine CPU and "
+                      "10.6 ms of GPU time per 1024x768 image for ~6 ms of kernels)",
+    "fp8_vit": "FP8 applied at load time to BF16 weights: --quantization fp8_per_tensor with "
+               "the vision tower left in BF16 (--quantization-config ignore re:.*visual.*), as "
+               "FP8 recipes for Qwen3-VL do; per-tensor dynamic scales cost the tower ~1.1 ms "
+               "per image of reductions, more than FP8 saves it — vLLM 0.26.0, 0.32.0",
     "pixels": "--mm-processor-kwargs max_pixels bounds both real images and the encoder's "
               "profiling run (the unbounded default profiles a 16.7 MP image) — vLLM 0.32.0",
 }
@@ -76,26 +88,59 @@ class Plan(BaseModel):
     seq_tokens: int
     rules: list[str] = Field(default_factory=list)
     checkpoint: str | None = None
+    encoder_budgets: list[int] = Field(default_factory=list)
     alternatives: list[str] = Field(default_factory=list)
     vllm_args: list[str] = Field(default_factory=list)
 
     def _big_card(self) -> bool:
         return find_card(self.card).memory_gib >= 40
 
-    def settings(self, **overrides) -> ServeSettings:
+    def _frontends(self) -> int | None:
+        return 8 if _hopper_class(find_card(self.card)) else 4 if self._big_card() else None
+
+    def settings(self, *, bf16_weights: bool | None = None, **overrides) -> ServeSettings:
+        """The `ServeSettings` of this plan; `overrides` replace fields. `bf16_weights`: the
+        served weights are BF16 (default: when the plan's checkpoint is the BF16 repo), so an
+        FP8 plan quantizes at load time, leaving the vision tower in BF16."""
+        if bf16_weights is None:
+            bf16_weights = self.checkpoint in (None, self.hub_id)
+        quantization, quant_config = self.quantization, None
+        if self.quantization == "fp8" and bf16_weights:
+            quantization, quant_config = "fp8_per_tensor", {"ignore": [VISION_TOWER]}
         fields = dict(
             model=self.checkpoint or self.hub_id, dtype=self.dtype,
             max_model_len=self.max_model_len, max_pixels=self.max_pixels,
             tensor_parallel_size=self.tensor_parallel_size,
             gpu_memory_utilization=self.gpu_memory_utilization, max_num_seqs=self.max_num_seqs,
-            max_num_batched_tokens=self.max_num_batched_tokens, quantization=self.quantization,
+            max_num_batched_tokens=self.max_num_batched_tokens, quantization=quantization,
+            quantization_config=quant_config,
             enable_prefix_caching=True, enable_chunked_prefill=True,
             mm_encoder_tp_mode="data" if self.tensor_parallel_size > 1 else None,
             mm_encoder_attn_backend="TORCH_SDPA" if find_card(self.card).sm < 80 else None,
-            api_server_count=4 if self._big_card() else None,
-            async_scheduling=True if self._big_card() else None)
+            api_server_count=self._frontends(),
+            async_scheduling=True if self._big_card() else None,
+            encoder_cudagraph_budgets=self.encoder_budgets or None,
+            model_runner="v1" if self.encoder_budgets else None)
         fields.update(overrides)
         return ServeSettings(**fields)
+
+
+VISION_TOWER = "re:.*visual.*"  # vLLM's module names of the Qwen3-VL vision tower
+MAX_ENCODER_GRAPHS = 32
+
+
+def _hopper_class(c: CardSpec) -> bool:
+    return c.sm >= 90 and c.memory_gib >= 75
+
+
+def encoder_budgets(image_tok: int, batched: int) -> list[int]:
+    """Token budgets for the vision encoder's CUDA graphs: whole images of the workload
+    (k x image_tok, so a batch of them runs unpadded) up to the step's token budget; at most
+    MAX_ENCODER_GRAPHS of them (coarser steps for small images)."""
+    if image_tok <= 0 or image_tok > batched:
+        return []
+    step = image_tok * -(-(batched // image_tok) // MAX_ENCODER_GRAPHS)
+    return list(range(step, batched + 1, step))
 
 
 def _quant_arg(q: QuantFormat) -> tuple[str | None, list[str]]:
@@ -178,6 +223,15 @@ def _plan_at(m: ModelSpec, c: CardSpec, q: QuantFormat, tp: int, want_len: int |
         rules.append(RULES["mm_tp"])
     if c.memory_gib >= 40:
         rules.append(RULES["frontend"])
+    enc_tok = image_tokens(w.image_width, w.image_height, max_pixels=max_pixels,
+                           with_markers=False)  # the encoder's output per image
+    # measured with one GPU per engine only (the data-parallel encoder of TP > 1 is not)
+    budgets = encoder_budgets(enc_tok, batched) if _hopper_class(c) and w.images and tp == 1 \
+        else []
+    if _hopper_class(c):
+        rules.append(RULES["frontend_h"])
+    if budgets:
+        rules.append(RULES["encoder_graphs"])
     checkpoint = _checkpoint(m, q)
     if q.bits < 8 and checkpoint == m.hub_id:
         rules.append(f"no known {q.key} checkpoint of {m.key}: quantize {m.hub_id} (GPTQModel, "
@@ -216,7 +270,9 @@ def _plan_at(m: ModelSpec, c: CardSpec, q: QuantFormat, tp: int, want_len: int |
         kv_bytes_per_token=kv_per_tok, weights_gib=round(weights / gib, 2),
         activation_gib=round(act / gib, 2), kv_cache_gib=round(max(kv_bytes, 0) / gib, 2),
         usable_gib=round(usable / gib, 2), image_tokens=img_tok, seq_tokens=seq_tokens,
-        rules=rules, checkpoint=checkpoint)
+        rules=rules, checkpoint=checkpoint, encoder_budgets=budgets)
+    if q.key == "fp8" and checkpoint == m.hub_id:
+        plan.rules.append(RULES["fp8_vit"])
     if fits:
         plan.vllm_args = build_vllm_args(plan.settings())
     return plan

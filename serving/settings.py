@@ -42,6 +42,8 @@ class ServeSettings(BaseModel):
     max_num_seqs: int | None = Field(None, ge=1)
     max_num_batched_tokens: int | None = Field(None, ge=1)
     quantization: str | None = None
+    quantization_config: dict | None = Field(
+        None, description="--quantization-config, e.g. layers an online FP8 leaves in BF16")
     kv_cache_dtype: str | None = None
     enable_prefix_caching: bool | None = None
     enable_chunked_prefill: bool | None = None
@@ -51,6 +53,11 @@ class ServeSettings(BaseModel):
     load_format: str | None = None
     api_server_count: int | None = Field(None, ge=1, description="frontend processes")
     async_scheduling: bool | None = None
+    encoder_cudagraph_budgets: list[int] | None = Field(
+        None, description="CUDA graphs for the vision encoder at these token budgets "
+                          "(vLLM's V1 model runner only)")
+    model_runner: Literal["v1", "v2"] | None = Field(
+        None, description="vLLM's model runner (VLLM_USE_V2_MODEL_RUNNER); None: vLLM's choice")
     distributed_executor_backend: Literal["mp", "ray"] | None = None
     # reliability and security (serving/guard.py, SECURITY.md)
     guard: bool = Field(True, description="load qvl's ASGI guard into vLLM (--middleware)")
@@ -120,6 +127,8 @@ def build_vllm_args(s: ServeSettings) -> list[str]:
         args += ["--max-num-batched-tokens", str(s.max_num_batched_tokens)]
     if s.quantization:
         args += ["--quantization", s.quantization]
+    if s.quantization_config:
+        args += ["--quantization-config", json.dumps(s.quantization_config, separators=(",", ":"))]
     if s.kv_cache_dtype:
         args += ["--kv-cache-dtype", s.kv_cache_dtype]
     if s.enable_prefix_caching is not None:
@@ -143,6 +152,11 @@ def build_vllm_args(s: ServeSettings) -> list[str]:
         args += ["--api-server-count", str(s.api_server_count)]
     if s.async_scheduling is not None:
         args.append("--async-scheduling" if s.async_scheduling else "--no-async-scheduling")
+    if s.encoder_cudagraph_budgets:
+        args += ["--compilation-config", json.dumps(
+            {"cudagraph_mm_encoder": True,
+             "encoder_cudagraph_token_budgets": sorted(s.encoder_cudagraph_budgets)},
+            separators=(",", ":"))]
     if s.max_queued:
         args += ["--max-num-queued-reqs", str(s.max_queued)]
     if s.allowed_media_domains:
@@ -164,7 +178,14 @@ def build_vllm_env(s: ServeSettings) -> dict[str, str]:
         env["QVL_ALLOWED_MEDIA_DOMAINS"] = ",".join(s.allowed_media_domains)
     # a redirect could lead an allowed URL to an internal address: vLLM must not follow them
     env["VLLM_MEDIA_URL_ALLOW_REDIRECTS"] = "0"
+    env.update(runner_env(s))
     if s.cpu_kv_cache_gib is not None:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(s.cpu_kv_cache_gib)
     env.update(s.env)
     return env
+
+
+def runner_env(s: ServeSettings) -> dict[str, str]:
+    """The model-runner choice, which vLLM reads only from the environment (pods need it too)."""
+    return {"VLLM_USE_V2_MODEL_RUNNER": "1" if s.model_runner == "v2" else "0"} \
+        if s.model_runner else {}

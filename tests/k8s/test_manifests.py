@@ -18,6 +18,7 @@ import yaml
 
 from launch.k8s_cmd import CARD_OVERLAYS, MULTINODE, container_args, drift
 from serving.profiles import load_profile
+from serving.settings import runner_env
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -158,6 +159,9 @@ def test_overlays_run_exactly_what_qvl_serve_runs(rendered):
         c = deploy["spec"]["template"]["spec"]["containers"][0]
         repo, args, s = container_args(profile)
         assert c["command"] == ["vllm", "serve"] and c["args"] == args
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert all(env[k] == v for k, v in runner_env(s).items()), profile
+        assert env["HF_HUB_OFFLINE"] == "1"  # the base's env is kept beside the patch's
         assert c["resources"]["limits"]["nvidia.com/gpu"] == str(load_profile(profile).tp)
         init = deploy["spec"]["template"]["spec"]["initContainers"][0]
         assert {"name": "MODEL_ID", "value": repo} in init["env"]

@@ -7,6 +7,8 @@ from __future__ import annotations
 import gzip
 import json
 
+import pytest
+
 from loadtests.gpu_breakdown import probes, summarize_trace
 
 
@@ -56,3 +58,13 @@ def test_trace_without_kernels_says_so(tmp_path):
     p = tmp_path / "t.pt.trace.json"
     p.write_text(json.dumps({"traceEvents": [{"cat": "cpu_op", "name": "x", "ts": 0, "dur": 1}]}))
     assert "no kernels recorded" in summarize_trace(p)
+
+
+@pytest.mark.gpu
+def test_vit_kernels_time_the_tower_on_a_gpu(tmp_path):
+    from loadtests import vit_kernels
+
+    out = tmp_path / "k.json"
+    vit_kernels.main(["--images", "2", "--patches", "1024", "--out", str(out)])
+    tower = json.loads(out.read_text())["per_image_tower_ms"]
+    assert tower["gemm-bf16"] > 0 and tower["attn-sdpa-flash"] > 0

@@ -201,3 +201,39 @@ def test_interleaved_memory_shares_go_to_each_configuration(monkeypatch, tmp_pat
                            concurrency="64", defaults_concurrency="", memory_shares="0.5,0.4")
     gc.interleaved(runs, settings, a, tmp_path, "cmd")
     assert started == ["0.500", "0.400"]
+
+
+def test_env_tokens_replace_by_key_and_reach_the_server_settings(monkeypatch, tmp_path):
+    import loadtests.gpu_compare as gc
+    from serving.settings import ServeSettings, build_vllm_env
+
+    args = override(["--model", "m", "--x", "1"], ["@env=A=1", "--x", "2"])
+    args = override(args, ["@env=A=2", "@env=B=3"])
+    assert args == ["--model", "m", "--x", "2", "@env=A=2", "@env=B=3"]
+    assert gc.split_env(args) == (["--model", "m", "--x", "2"], {"A": "2", "B": "3"})
+
+    started = []
+
+    class Proc:
+        def __init__(self, settings, log_prefix, log_out, raw_args):
+            started.append((build_vllm_env(settings), raw_args))
+
+        def start(self):
+            pass
+
+        def wait_ready(self, timeout):
+            pass
+
+    monkeypatch.setattr("launch.supervisor.VllmProcess", Proc)
+    gc.start_engines(ServeSettings(model="/m"), args, 1, 8000, tmp_path, "x", [])
+    env, raw = started[0]
+    assert env["A"] == "2" and env["B"] == "3" and not any(t.startswith("@") for t in raw)
+
+
+def test_the_planner_side_carries_its_model_runner_environment():
+    runs, _ = configs("8b", "h200", "fp8", "/ckpt", 8000, None)
+    planned = dict((r[0], r[1]) for r in runs)["planner-fp8"]
+    assert "@env=VLLM_USE_V2_MODEL_RUNNER=0" in planned  # encoder CUDA graphs need V1
+    assert planned[planned.index("--quantization") + 1] == "fp8_per_tensor"  # BF16 scratch weights
+    defaults = dict((r[0], r[1]) for r in runs)["vllm-defaults"]
+    assert not any(t.startswith("@env=") for t in defaults)

@@ -149,3 +149,45 @@ def test_qvl_plan_matrix_and_no_fit_exit_code():
     r = subprocess.run([sys.executable, "-m", "launch.cli", "plan", "--gpu", "t4", "--quant",
                         "bf16"], capture_output=True, text=True)
     assert r.returncode == 1 and "NO - weights" in r.stdout and "would fit instead" in r.stdout
+
+
+def test_encoder_graph_budgets_are_whole_images_up_to_the_step_budget():
+    from serving.planner import MAX_ENCODER_GRAPHS, encoder_budgets
+
+    assert encoder_budgets(768, 16384) == [768 * k for k in range(1, 22)]  # 21 x 1024x768
+    small = encoder_budgets(64, 16384)  # 256 images fit: coarser steps, still whole images
+    assert len(small) == MAX_ENCODER_GRAPHS and small[0] == 512 and small[-1] == 16384
+    assert encoder_budgets(0, 16384) == [] and encoder_budgets(20000, 16384) == []
+
+
+def test_hopper_plans_run_the_encoder_in_cuda_graphs_on_the_v1_runner():
+    from serving.settings import build_vllm_env
+    from serving.vllm_parser import parse_serve_args
+
+    plan = make_plan("8b", "h200", "fp8")
+    s = plan.settings()
+    assert s.api_server_count == 8 and s.model_runner == "v1"
+    assert build_vllm_env(s)["VLLM_USE_V2_MODEL_RUNNER"] == "0"
+    ns = parse_serve_args(build_vllm_args(s))
+    cc = ns.compilation_config
+    cc = cc if isinstance(cc, dict) else vars(cc)
+    assert cc["cudagraph_mm_encoder"] is True
+    assert cc["encoder_cudagraph_token_budgets"] == [768 * k for k in range(1, 22)]
+    # not measured elsewhere: other cards and TP > 1 keep vLLM's runner and an eager encoder
+    for other in (make_plan("8b", "l4", "fp8"), make_plan("32b", "h100", "fp8", tp=2)):
+        assert other.encoder_budgets == [] and other.settings().model_runner is None
+        assert "VLLM_USE_V2_MODEL_RUNNER" not in build_vllm_env(other.settings())
+
+
+def test_fp8_on_bf16_weights_leaves_the_vision_tower_in_bf16():
+    from serving.vllm_parser import parse_serve_args
+
+    plan = make_plan("8b", "h200", "fp8")
+    assert plan.settings().quantization == "fp8"  # the official FP8 checkpoint brings its own
+    s = plan.settings(bf16_weights=True)
+    assert s.quantization == "fp8_per_tensor"
+    ns = parse_serve_args(build_vllm_args(s))
+    assert ns.quantization == "fp8_per_tensor"
+    qc = ns.quantization_config
+    assert (qc["ignore"] if isinstance(qc, dict) else qc.ignore) == ["re:.*visual.*"]
+    assert make_plan("8b", "h200", "bf16").settings(bf16_weights=True).quantization is None

@@ -50,7 +50,8 @@ FULL = ServeSettings(
     max_num_batched_tokens=8192, quantization="awq_marlin", kv_cache_dtype="fp8",
     enable_prefix_caching=True, enable_chunked_prefill=True, mm_encoder_tp_mode="data",
     load_format="dummy", api_server_count=4, async_scheduling=True,
-    extra_args=["--enforce-eager"])
+    quantization_config={"ignore": ["re:.*visual.*"]}, encoder_cudagraph_budgets=[1536, 768],
+    model_runner="v1", extra_args=["--enforce-eager"])
 
 
 def test_every_field_is_accepted_by_vllms_own_parser():
@@ -63,6 +64,20 @@ def test_every_field_is_accepted_by_vllms_own_parser():
     assert ns.mm_processor_kwargs == {"max_pixels": 602112}
     assert ns.shutdown_timeout == 30 and ns.dtype == "half"
     assert ns.api_server_count == 4 and ns.async_scheduling is True
+    cc = ns.compilation_config if isinstance(ns.compilation_config, dict) \
+        else vars(ns.compilation_config)
+    assert cc["cudagraph_mm_encoder"] is True
+    assert cc["encoder_cudagraph_token_budgets"] == [768, 1536]
+    assert ns.quantization_config.ignore == ["re:.*visual.*"]
+
+
+def test_the_model_runner_is_chosen_through_the_environment():
+    from serving.settings import build_vllm_env
+
+    assert build_vllm_env(FULL)["VLLM_USE_V2_MODEL_RUNNER"] == "0"
+    assert build_vllm_env(FULL.model_copy(update={"model_runner": "v2"}))[
+        "VLLM_USE_V2_MODEL_RUNNER"] == "1"
+    assert "VLLM_USE_V2_MODEL_RUNNER" not in build_vllm_env(ServeSettings(model="/m"))
 
 
 def test_vllms_parser_rejects_a_bad_flag():
