@@ -37,18 +37,23 @@ RULES = {
     "frontend": "cards with >= 40 GiB: 4 API-server processes (image decoding and the HF "
                 "processor run in parallel frontends) and --async-scheduling (CPU scheduling "
                 "overlaps GPU steps) — vLLM 0.26.0, 0.32.0",
-    "frontend_h": "sm >= 90 with >= 75 GiB (H100, H200): 8 API-server processes — measured on "
-                  "H200 with vLLM 0.26.0 (loadtests/results, 8 vs 4 frontends)",
+    "frontend_h": "sm >= 90 with >= 75 GiB (H100, H200): 8 API-server processes — the HF "
+                  "processor costs ~30 ms of one core per 1024x768 image and these cards serve "
+                  "~30 images/s; the H200 runs of 2026-11-21 used 8 (not compared with 4 in "
+                  "one call) — vLLM 0.26.0",
     "encoder_graphs": "sm >= 90 with >= 75 GiB, TP=1: CUDA graphs for the vision encoder "
                       "(--compilation-config cudagraph_mm_encoder, token budgets of whole "
                       "images of the workload up to max_num_batched_tokens), which needs vLLM's "
-                      "V1 model runner (VLLM_USE_V2_MODEL_RUNNER=0): run eagerly, the encoder "
-                      "is bound by kernel launches (H200, vLLM 0.26.0: 7.7 ms of engine CPU and "
-                      "10.6 ms of GPU time per 1024x768 image for ~6 ms of kernels)",
+                      "V1 model runner (VLLM_USE_V2_MODEL_RUNNER=0): run eagerly, launching the "
+                      "encoder costs the engine thread ~8 ms of CPU per 1024x768 image (H200, "
+                      "vLLM 0.26.0); with the graphs, same throughput, the engine thread at ~50 % "
+                      "instead of ~75 % and p90 TTFT at c=96 1.91 s instead of 2.27 s (one "
+                      "call); they take ~13 GiB",
     "fp8_vit": "FP8 applied at load time to BF16 weights: --quantization fp8_per_tensor with "
                "the vision tower left in BF16 (--quantization-config ignore re:.*visual.*), as "
-               "FP8 recipes for Qwen3-VL do; per-tensor dynamic scales cost the tower ~1.1 ms "
-               "per image of reductions, more than FP8 saves it — vLLM 0.26.0, 0.32.0",
+               "FP8 recipes for Qwen3-VL do; per-tensor dynamic activation scales cost the tower "
+               "~2.8 ms per image of reductions on the H200, FP8 saves its GEMMs ~1.1 ms "
+               "— vLLM 0.26.0, 0.32.0",
     "pixels": "--mm-processor-kwargs max_pixels bounds both real images and the encoder's "
               "profiling run (the unbounded default profiles a 16.7 MP image) — vLLM 0.32.0",
 }
