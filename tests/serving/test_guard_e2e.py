@@ -250,10 +250,15 @@ def test_three_times_saturation_for_a_minute_stays_up_and_bounded(guarded):
                 await asyncio.gather(*tasks)
         return out
 
-    t0 = time.monotonic()
-    warm = asyncio.run(run(None, 10))
-    assert all(s == 200 for s, _, _ in warm), warm
-    saturation = 10 / (time.monotonic() - t0)  # requests/s with the server kept full
+    # requests/s with the server kept full: the faster of two bursts (a first burst can run
+    # slow while the server warms up, and an underestimate would offer less than 3x)
+    rates = []
+    for _ in range(2):
+        t0 = time.monotonic()
+        warm = asyncio.run(run(None, 10))
+        assert all(s == 200 for s, _, _ in warm), warm
+        rates.append(10 / (time.monotonic() - t0))
+    saturation = max(rates)
     rate = 3 * saturation
     rss, stop = [], []
 
