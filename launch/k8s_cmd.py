@@ -58,7 +58,6 @@ def gpu_placement(card) -> dict:
 def render_patch(profile: str) -> str:
     from serving.catalog import find_card
     from serving.profiles import load_profile
-
     from serving.settings import runner_env
 
     prof = load_profile(profile)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import shlex
 import sys
 import threading
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import httpx
 
+from loadtests import encoder_probe
 from loadtests.gpu_compare import configs, override, start_engines, stop_all
 from loadtests.memory_check import CKPT_ROOT, checkpoint_for
 
@@ -88,11 +90,6 @@ def _profile(root: str, delay: float, seconds: float, log: list) -> None:
         log.append(f"profiler: {e}")
 
 
-def _probe_read(probe_dir: Path):
-    from loadtests.encoder_probe import read
-    return read(probe_dir)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="8b")
@@ -123,9 +120,6 @@ def main(argv=None) -> int:
              "torch_profiler_with_stack": False, "ignore_frontend": True})])
     probe_dir = out / "encoder-probe"
     if a.encoder_probe:
-        import os
-
-        from loadtests import encoder_probe
         ep = encoder_probe.install("/tmp/qvl-encoder-probe-ep")
         os.environ["PYTHONPATH"] = f"{ep}:{os.environ.get('PYTHONPATH', '')}"
         os.environ[encoder_probe.ENV] = str(probe_dir)
@@ -144,14 +138,14 @@ def main(argv=None) -> int:
         for probe, fields, c in probes(a.concurrency):
             if probe == "prefill":  # same prompt length as `full`, text only
                 fields = dict(fields, text_tokens=max(1, prompt_tokens - 12))
-            before = _probe_read(probe_dir)
+            timed = a.encoder_probe and probe in ("full", "prefill+vit")  # probes with images
+            before = encoder_probe.read(probe_dir) if timed else None
             r = run_bench(BenchConfig(**base, workload=Workload(**fields), concurrency=[c],
                                       warmup=4, prompts_per_level=a.prompts_factor * c))
             p = r["points"][0]
-            if a.encoder_probe and probe != "prefill" and probe != "decode":
+            if timed:
                 time.sleep(1.5)  # the probe writes at most once a second
-                from loadtests.encoder_probe import per_image
-                enc = per_image(before, _probe_read(probe_dir))
+                enc = encoder_probe.per_image(before, encoder_probe.read(probe_dir))
                 result.setdefault("encoder_probe", {})[probe] = enc
                 print(f"{tag} {probe:12s} encoder per image (ms): {enc}", flush=True)
             if probe == "full":

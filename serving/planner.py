@@ -37,10 +37,10 @@ RULES = {
     "frontend": "cards with >= 40 GiB: 4 API-server processes (image decoding and the HF "
                 "processor run in parallel frontends) and --async-scheduling (CPU scheduling "
                 "overlaps GPU steps) — vLLM 0.26.0, 0.32.0",
-    "frontend_h": "sm >= 90 with >= 75 GiB (H100, H200): 8 API-server processes — the HF "
-                  "processor costs ~30 ms of one core per 1024x768 image and these cards serve "
-                  "~30 images/s; the H200 runs of 2026-11-21 used 8 (not compared with 4 in "
-                  "one call) — vLLM 0.26.0",
+    "frontend_h": "sm >= 90 with >= 75 GiB (H100, H200): 8 API-server processes instead of 4 "
+                  "— the HF processor costs ~30 ms of one core per 1024x768 image and these "
+                  "cards serve ~30 images/s; the H200 runs of 2026-11-21 used 8 (not compared "
+                  "with 4 in one call) — vLLM 0.26.0",
     "encoder_graphs": "sm >= 90 with >= 75 GiB, TP=1: CUDA graphs for the vision encoder "
                       "(--compilation-config cudagraph_mm_encoder, token budgets of whole "
                       "images of the workload up to max_num_batched_tokens), which needs vLLM's "
