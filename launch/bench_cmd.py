@@ -29,6 +29,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output-tokens", type=int, default=128)
     p.add_argument("--reuse-ratio", type=float, default=0.0,
                    help="share of images drawn from a small pool (exercises caches)")
+    p.add_argument("--seed", type=int, help="draw the same images and prompts as the run with "
+                   "this seed (recorded in the result; default: a fresh one per run)")
     p.add_argument("--workload-file", help="JSONL of {images: [...], prompt, max_tokens}")
     p.add_argument("--slo-ttft-ms", type=float, default=2000)
     p.add_argument("--slo-tpot-ms", type=float, default=50)
@@ -66,7 +68,7 @@ def run_bench_cmd(a: argparse.Namespace) -> int:
             base_url=a.url, api_key=a.api_key, model=a.model,
             workload=Workload(image_width=w, image_height=h, images_per_request=a.images,
                               text_tokens=a.text_tokens, output_tokens=a.output_tokens,
-                              reuse_ratio=a.reuse_ratio),
+                              reuse_ratio=a.reuse_ratio, seed=a.seed),
             workload_file=a.workload_file, concurrency=[int(x) for x in _floats(a.concurrency)],
             rates=_floats(a.rate), burstiness=a.burstiness, prompts_per_level=a.prompts,
             warmup=a.warmup, slo_ms={"ttft": a.slo_ttft_ms, "tpot": a.slo_tpot_ms},

@@ -78,11 +78,12 @@ async def _sweep(cfg: BenchConfig, model: str, source: list[BenchRequest] | None
     root = cfg.base_url.rsplit("/v1", 1)[0]
     points = []
     offset = 0
+    workload = cfg.workload  # seeded by run_bench: one seed, offsets apart, per run
     for i, (conc, rate) in enumerate(_levels(cfg)):
         n = cfg.prompts_per_level
         if source is None:
-            warm = build_requests(cfg.workload, model, cfg.warmup, offset=offset)
-            reqs = build_requests(cfg.workload, model, n, offset=offset + cfg.warmup)
+            warm = build_requests(workload, model, cfg.warmup, offset=offset)
+            reqs = build_requests(workload, model, n, offset=offset + cfg.warmup)
             offset += cfg.warmup + n
         else:
             warm = source[:cfg.warmup]
@@ -106,6 +107,9 @@ def run_bench(cfg: BenchConfig, command: str = "") -> dict:
     info = server_info(cfg.base_url, cfg.api_key)
     model = cfg.model or info["model"]
     source = load_jsonl(cfg.workload_file, model) if cfg.workload_file else None
+    # a fresh seed per run unless one is set: images never repeat across runs (or the
+    # levels of a sweep run one run each), so the server's caches never flatter a level
+    cfg = cfg.model_copy(update={"workload": cfg.workload.seeded()})
     t0 = time.time()
     points = asyncio.run(_sweep(cfg, model, source))
     price = {"price_hour": cfg.price_hour, "price_source": "command line", "price_date": None} \

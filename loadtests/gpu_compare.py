@@ -215,8 +215,8 @@ def interleaved(runs, settings, a, out: Path, command: str) -> int:
         for r in range(1, a.interleave + 1):
             at_slo = {}
             for name, base in up:
-                res = sweep(base, name, _levels(a, name), 1, a, command,
-                            out / f"{name}-round{r}.json")
+                res = sweep({**base, "name": f"{base['name']}-round{r}"}, name,
+                            _levels(a, name), 1, a, command, out / f"{name}-round{r}.json")
                 at_slo[name] = res.get("cost", {}).get("images_per_gpu_hour")
             ref = next((v for k, v in at_slo.items() if k.startswith("vllm-defaults")), None)
             print(f"round {r} images/GPU-hour at SLO: " + ", ".join(

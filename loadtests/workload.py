@@ -13,7 +13,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +33,13 @@ class Workload(BaseModel):
     output_tokens: int = Field(128, ge=1)
     reuse_ratio: float = Field(0.0, ge=0, le=1, description="share of images from a pool of 8")
     image_format: str = "JPEG"
-    seed: int = 0
+    seed: int | None = Field(None, ge=0, description="None: a fresh random seed per run, so no "
+                             "two runs share an image; set it to draw the same images again")
+
+    def seeded(self) -> "Workload":
+        """This workload with its seed fixed (a fresh random one when it has none)."""
+        return self if self.seed is not None else \
+            self.model_copy(update={"seed": random.SystemRandom().randrange(2**31)})
 
     def label(self) -> str:
         return (f"{self.images_per_request}x{self.image_width}x{self.image_height} img + "
@@ -47,8 +55,10 @@ class BenchRequest:
 
 
 def synthetic_image(width: int, height: int, seed: int, fmt: str = "JPEG") -> bytes:
-    """A unique image per seed: a random two-colour gradient plus noise, so the bytes differ
-    and the content is not trivially compressible (like a photo, unlike a flat colour)."""
+    """A unique image per seed (the same bytes for the same seed): a random two-colour gradient
+    plus Gaussian noise, so the bytes differ and the content is not trivially compressible
+    (like a photo, unlike a flat colour)."""
+    import numpy as np
     from PIL import Image, ImageChops
 
     rnd = random.Random(seed)
@@ -57,7 +67,9 @@ def synthetic_image(width: int, height: int, seed: int, fmt: str = "JPEG") -> by
     c2 = tuple(rnd.randrange(256) for _ in range(3))
     base = Image.merge("RGB", [grad.point(lambda v, a=a, b=b: a + (b - a) * v // 255)
                                for a, b in zip(c1, c2)])
-    noise = Image.effect_noise((width, height), 24 + seed % 8).convert("RGB")
+    gen = np.random.default_rng(seed)
+    noise = gen.standard_normal((height, width), dtype=np.float32) * (24 + seed % 8) + 128
+    noise = Image.fromarray(noise.clip(0, 255).astype(np.uint8), "L").convert("RGB")
     img = ImageChops.add(base, noise, scale=2.0)
     buf = io.BytesIO()
     img.save(buf, fmt, **({"quality": 90} if fmt in ("JPEG", "WEBP") else {}))
@@ -78,24 +90,45 @@ def _body(model: str, urls: list[str], prompt: str, max_tokens: int) -> dict:
 
 
 def build_requests(w: Workload, model: str, n: int, offset: int = 0) -> list[BenchRequest]:
-    """`n` requests; `offset` shifts the seeds so warm-up and levels never share an image."""
+    """`n` requests; `offset` shifts the seeds so warm-up and levels of one run (one seed)
+    never share an image; a workload without a seed draws a fresh one per call.
+    The unique images are drawn on several threads; the result is the same as drawing them
+    one by one."""
+    w = w.seeded()
     rnd = random.Random(w.seed * 1_000_003 + offset)
     pool = [data_url(synthetic_image(w.image_width, w.image_height, 10_000_000 + i,
                                       w.image_format), w.image_format) for i in range(8)] \
         if w.reuse_ratio else []
-    out = []
+    plan: list[tuple[list, str]] = []     # per request: pooled URLs or seeds to draw, prompt
     for i in range(n):
-        urls = []
+        items: list = []
         for j in range(w.images_per_request):
             if pool and rnd.random() < w.reuse_ratio:
-                urls.append(rnd.choice(pool))
+                items.append(rnd.choice(pool))
             else:
-                seed = (w.seed << 32) + (offset + i) * 16 + j
-                urls.append(data_url(synthetic_image(w.image_width, w.image_height, seed,
-                                                      w.image_format), w.image_format))
-        prompt = " ".join(rnd.choice(WORDS) for _ in range(w.text_tokens))
-        out.append(BenchRequest(_body(model, urls, prompt, w.output_tokens), len(urls)))
-    return out
+                items.append((w.seed << 32) + (offset + i) * 16 + j)
+        plan.append((items, " ".join(rnd.choice(WORDS) for _ in range(w.text_tokens))))
+    seeds = [x for items, _ in plan for x in items if isinstance(x, int)]
+    drawn = dict(zip(seeds, _draw_all(w, seeds)))
+    return [BenchRequest(_body(model, [drawn[x] if isinstance(x, int) else x for x in items],
+                               prompt, w.output_tokens), len(items))
+            for items, prompt in plan]
+
+
+def _draw_one(args: tuple[int, int, int, str]) -> str:
+    width, height, seed, fmt = args
+    return data_url(synthetic_image(width, height, seed, fmt), fmt)
+
+
+def _draw_all(w: Workload, seeds: list[int]) -> list[str]:
+    """Data URLs of the images of `seeds`, in order, on up to 8 threads (NumPy and the JPEG
+    encoder release the GIL)."""
+    jobs = [(w.image_width, w.image_height, s, w.image_format) for s in seeds]
+    workers = min(8, os.cpu_count() or 1, max(1, len(jobs) // 8))
+    if workers < 2:
+        return [_draw_one(j) for j in jobs]
+    with ThreadPoolExecutor(workers) as ex:
+        return list(ex.map(_draw_one, jobs))
 
 
 def load_jsonl(path: str | Path, model: str, default_max_tokens: int = 128) -> list[BenchRequest]:

@@ -153,6 +153,7 @@ def test_interleaved_rounds_share_the_gpu_and_alternate(monkeypatch, tmp_path, c
 
     def fake_sweep(base, name, levels, engines, a, command, path):
         swept.append((name, tuple(levels), base["base_url"], path.name))
+        assert base["name"] == f"h200-8b-{name}-{path.stem.rsplit('-', 1)[1]}"  # the round
         return {"cost": {"images_per_gpu_hour": 90_000 if "planner" in name else 60_000}}
 
     monkeypatch.setattr(gc, "sweep", fake_sweep)
