@@ -18,6 +18,9 @@ Between device calls the same configuration moves by ~10 % (a shared machine; le
 requests). `--interleave ROUNDS` starts every configuration at once, each with a share of the
 GPU's memory (`--memory-shares`, default equal), and sweeps them in turn ROUNDS times: one
 result JSON per configuration and round, a ratio per round — drift hits both sides alike.
+Its first GPU run (H200, 2026-11-21) measured the defaults 8-20 % below their standalone
+numbers while the planner's idle server was resident (cause not established): read its ratios
+beside a plain run's, not instead of one.
 """
 
 from __future__ import annotations
