@@ -30,6 +30,9 @@ def test_qvl_bench_sweep_and_report(vllm_server, tmp_path):
                     "mean_tpot_ms", "p90_itl_ms", "median_e2el_ms", "image_throughput"):
             assert p[key] > 0, key
         assert p["telemetry"]["samples"] >= 2 and p["telemetry"]["prompt_tokens"] > 0
+        # every image unique: warm-up and levels of the run never re-send one
+        assert not p["telemetry"].get("mm_cache_hit_rate"), p["telemetry"]
+    assert isinstance(res["workload"]["seed"], int)  # the run's fresh seed, to repeat it
     assert res["cost"]["meets_slo"] and res["cost"]["usd_per_1k_images"] > 0
     rep = subprocess.run([sys.executable, "-m", "launch.cli", "report", str(out), "--out",
                           str(tmp_path / "rep")], capture_output=True, text=True)
