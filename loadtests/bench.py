@@ -77,13 +77,12 @@ async def _sweep(cfg: BenchConfig, model: str, source: list[BenchRequest] | None
     urls = [u.rstrip("/") + "/chat/completions" for u in [cfg.base_url, *cfg.replica_urls]]
     root = cfg.base_url.rsplit("/v1", 1)[0]
     points = []
-    offset = 0
-    workload = cfg.workload  # seeded by run_bench: one seed, offsets apart, per run
+    offset = 0  # cfg.workload is seeded by run_bench: one seed per run, levels offsets apart
     for i, (conc, rate) in enumerate(_levels(cfg)):
         n = cfg.prompts_per_level
         if source is None:
-            warm = build_requests(workload, model, cfg.warmup, offset=offset)
-            reqs = build_requests(workload, model, n, offset=offset + cfg.warmup)
+            warm = build_requests(cfg.workload, model, cfg.warmup, offset=offset)
+            reqs = build_requests(cfg.workload, model, n, offset=offset + cfg.warmup)
             offset += cfg.warmup + n
         else:
             warm = source[:cfg.warmup]

@@ -96,9 +96,7 @@ def build_requests(w: Workload, model: str, n: int, offset: int = 0) -> list[Ben
     one by one."""
     w = w.seeded()
     rnd = random.Random(w.seed * 1_000_003 + offset)
-    pool = [data_url(synthetic_image(w.image_width, w.image_height, 10_000_000 + i,
-                                      w.image_format), w.image_format) for i in range(8)] \
-        if w.reuse_ratio else []
+    pool = _draw_all(w, [10_000_000 + i for i in range(8)]) if w.reuse_ratio else []
     plan: list[tuple[list, str]] = []     # per request: pooled URLs or seeds to draw, prompt
     for i in range(n):
         items: list = []

@@ -39,7 +39,7 @@ def test_no_two_runs_share_an_image_unless_seeded():
         _urls(build_requests(seeded, "m", 6, offset=6)))
 
 
-def test_run_bench_fixes_one_seed_per_run():
+def test_seeded_draws_a_fresh_seed_unless_one_is_set():
     cfg = BenchConfig(workload=Workload())
     assert cfg.workload.seed is None
     s1, s2 = cfg.workload.seeded().seed, cfg.workload.seeded().seed
